@@ -1,0 +1,136 @@
+// The guest image's /init until the guest agent takes its place: a tiny static program that checks
+// the microVM's hardware from inside and powers the VM off. It prints one line per finding, then a
+// final marker line with the uptime:
+//   kapsel-guest: cpus=2
+//   kapsel-guest: rng=<32 hex digits>          (16 bytes from virtio-rng)
+//   kapsel-guest: disk vda: <first line>       (the first sector of each virtio disk)
+//   KAPSEL_GUEST_READY uptime=0.42
+// Command line switches: kapsel.write_disk (write "written by the guest" to sector 1 of vda and
+// flush), kapsel.exit_init (return from init instead of powering off: the kernel panics).
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+namespace {
+
+std::string ReadFile(const char* path, size_t max = 4096) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::string data(max, '\0');
+  ssize_t n = read(fd, data.data(), max);
+  close(fd);
+  data.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return data;
+}
+
+std::string FirstLine(const std::string& s) {
+  std::string line;
+  for (char c : s) {
+    if (c == '\n' || c == '\0') break;
+    line.push_back(std::isprint(static_cast<unsigned char>(c)) ? c : '.');
+  }
+  return line;
+}
+
+void Mount(const char* source, const char* target, const char* type) {
+  mkdir(target, 0755);
+  if (mount(source, target, type, 0, nullptr) != 0) {
+    std::printf("kapsel-guest: mount %s on %s failed: %s\n", type, target, std::strerror(errno));
+  }
+}
+
+int CountCpus() {
+  // "0" or "0-3" or "0,2-3".
+  std::string online = FirstLine(ReadFile("/sys/devices/system/cpu/online"));
+  int count = 0;
+  size_t pos = 0;
+  while (pos < online.size()) {
+    size_t comma = online.find(',', pos);
+    std::string part =
+        online.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    size_t dash = part.find('-');
+    if (dash == std::string::npos) {
+      ++count;
+    } else {
+      count += std::atoi(part.c_str() + dash + 1) - std::atoi(part.c_str()) + 1;
+    }
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return count;
+}
+
+void ReportRng() {
+  int fd = open("/dev/hwrng", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    std::printf("kapsel-guest: rng unavailable: %s\n", std::strerror(errno));
+    return;
+  }
+  unsigned char bytes[16];
+  ssize_t n = read(fd, bytes, sizeof(bytes));
+  close(fd);
+  std::printf("kapsel-guest: rng=");
+  for (ssize_t i = 0; i < n; ++i) std::printf("%02x", bytes[i]);
+  std::printf("\n");
+}
+
+void ReportDisks(bool write_disk) {
+  for (char letter = 'a'; letter <= 'h'; ++letter) {
+    std::string dev = std::string("/dev/vd") + letter;
+    int fd = open(dev.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) fd = open(dev.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    char sector[512];
+    ssize_t n = pread(fd, sector, sizeof(sector), 0);
+    std::printf("kapsel-guest: disk vd%c: %s\n", letter,
+                n > 0 ? FirstLine(std::string(sector, n)).c_str() : "(unreadable)");
+    if (write_disk && letter == 'a') {
+      char out[512] = "written by the guest\n";
+      bool ok = pwrite(fd, out, sizeof(out), 512) == sizeof(out) && fsync(fd) == 0;
+      std::printf("kapsel-guest: disk vda write: %s\n", ok ? "ok" : std::strerror(errno));
+    }
+    close(fd);
+  }
+}
+
+}  // namespace
+
+int main() {
+  mkdir("/dev", 0755);
+  mount("devtmpfs", "/dev", "devtmpfs", 0, nullptr);
+  int console = open("/dev/console", O_RDWR);
+  if (console >= 0) {
+    for (int fd = 0; fd < 3; ++fd) dup2(console, fd);
+    if (console > 2) close(console);
+  }
+  setvbuf(stdout, nullptr, _IOLBF, 0);
+  Mount("proc", "/proc", "proc");
+  Mount("sysfs", "/sys", "sysfs");
+
+  const std::string cmdline = ReadFile("/proc/cmdline");
+  auto has_flag = [&cmdline](const char* flag) {
+    size_t pos = cmdline.find(flag);
+    if (pos == std::string::npos) return false;
+    char after = cmdline[pos + std::strlen(flag)];
+    return (pos == 0 || cmdline[pos - 1] == ' ') && (after == ' ' || after == '\n' || after == 0);
+  };
+
+  std::printf("kapsel-guest: cpus=%d\n", CountCpus());
+  ReportRng();
+  ReportDisks(has_flag("kapsel.write_disk"));
+  std::string uptime = ReadFile("/proc/uptime");
+  std::printf("KAPSEL_GUEST_READY uptime=%s\n", uptime.substr(0, uptime.find(' ')).c_str());
+  std::fflush(stdout);
+
+  if (has_flag("kapsel.exit_init")) return 1;  // the kernel panics: "Attempted to kill init"
+  sync();
+  reboot(RB_AUTOBOOT);  // with reboot=k: the i8042 reset line, which stops the VMM
+  return 0;
+}

@@ -1,0 +1,27 @@
+// The guest's physical memory map: where RAM is, for the e820 table and the PVH memory map.
+#ifndef KAPSEL_VMM_ARCH_X86_64_E820_H_
+#define KAPSEL_VMM_ARCH_X86_64_E820_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "vmm/memory/guest_memory.h"
+
+namespace kapsel::vmm::x86 {
+
+struct E820Entry {
+  uint64_t addr;
+  uint64_t size;
+  uint32_t type;  // E820_RAM, E820_RESERVED
+};
+
+// The RAM ranges for `mem_bytes` of guest memory: below the MMIO hole, then above 4 GiB.
+std::vector<GuestRange> RamRanges(uint64_t mem_bytes);
+
+// The memory map the guest is told about: base memory up to the MP table, the reserved EBDA, RAM
+// from 1 MiB, and RAM above 4 GiB when there is any.
+std::vector<E820Entry> BuildE820(const GuestMemory& memory);
+
+}  // namespace kapsel::vmm::x86
+
+#endif  // KAPSEL_VMM_ARCH_X86_64_E820_H_

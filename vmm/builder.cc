@@ -1,0 +1,116 @@
+#include "vmm/builder.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <optional>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status.h"
+#include "vmm/arch/x86_64/boot_info.h"
+#include "vmm/arch/x86_64/cpu_setup.h"
+#include "vmm/arch/x86_64/e820.h"
+#include "vmm/arch/x86_64/mptable.h"
+#include "vmm/devices/virtio/block/block_device.h"
+#include "vmm/devices/virtio/rng/rng_device.h"
+#include "vmm/loader/kernel_loader.h"
+#include "vmm/loader/mapped_file.h"
+
+namespace kapsel::vmm {
+namespace {
+
+// An input-file problem is the user's: a usage error naming the flag.
+absl::Status FlagError(const absl::Status& status, absl::string_view flag,
+                       absl::string_view value) {
+  return UsageError(absl::StrCat(flag, " ", value, ": ", status.message()));
+}
+
+absl::StatusOr<std::shared_ptr<ConsoleOutput>> OpenConsole(
+    const std::string& console, std::function<void(const std::string&)> on_panic) {
+  if (console == "off") return std::make_shared<ConsoleOutput>(-1, false, std::move(on_panic));
+  if (console == "stdout") {
+    return std::make_shared<ConsoleOutput>(STDOUT_FILENO, false, std::move(on_panic));
+  }
+  int fd = open(console.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return FlagError(ErrnoError("cannot create the file"), "--console", console);
+  return std::make_shared<ConsoleOutput>(fd, true, std::move(on_panic));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
+  // Read every input before creating anything, so a bad argument leaves nothing behind.
+  absl::StatusOr<std::unique_ptr<MappedFile>> kernel_file = MappedFile::Open(config.kernel());
+  if (!kernel_file.ok()) return FlagError(kernel_file.status(), "--kernel", config.kernel());
+  std::unique_ptr<MappedFile> initrd_file;
+  if (!config.initrd().empty()) {
+    absl::StatusOr<std::unique_ptr<MappedFile>> f = MappedFile::Open(config.initrd());
+    if (!f.ok()) return FlagError(f.status(), "--initrd", config.initrd());
+    initrd_file = *std::move(f);
+  }
+  std::vector<std::unique_ptr<virtio::VirtioDevice>> disks;
+  for (const v1::DiskConfig& disk : config.disks()) {
+    absl::StatusOr<std::unique_ptr<virtio::BlockDevice>> device = virtio::BlockDevice::Open(
+        {.path = disk.path(), .read_only = disk.read_only(), .serial = ""});
+    if (!device.ok()) return FlagError(device.status(), "--disk", disk.path());
+    disks.push_back(*std::move(device));
+  }
+
+  // Guest memory with the kernel and initrd in place.
+  ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> guest_memory,
+                   GuestMemory::Create(x86::RamRanges(uint64_t{config.mem_mib()} << 20)));
+  absl::StatusOr<LoadedKernel> kernel = LoadKernel(kernel_file.value()->bytes(), *guest_memory);
+  if (!kernel.ok()) return FlagError(kernel.status(), "--kernel", config.kernel());
+  std::optional<GuestRange> initrd;
+  if (initrd_file) {
+    absl::StatusOr<GuestRange> placed =
+        x86::LoadInitrd(initrd_file->bytes(), *guest_memory, kernel->end);
+    if (!placed.ok()) return FlagError(placed.status(), "--initrd", config.initrd());
+    initrd = *placed;
+  }
+  kernel_file->reset();
+  initrd_file.reset();
+
+  // A console file this call creates is removed again if the build fails.
+  const bool console_is_file = config.console() != "off" && config.console() != "stdout";
+  const bool console_existed = console_is_file && access(config.console().c_str(), F_OK) == 0;
+  absl::Cleanup remove_console = [&] {
+    if (console_is_file && !console_existed) unlink(config.console().c_str());
+  };
+
+  // The console watches for a guest panic; the Vmm it reports to exists only later.
+  auto vmm_slot = std::make_shared<Vmm*>(nullptr);
+  ASSIGN_OR_RETURN(std::shared_ptr<ConsoleOutput> console,
+                   OpenConsole(config.console(), [vmm_slot](const std::string& line) {
+                     if (*vmm_slot != nullptr) (*vmm_slot)->RequestExit(kExitGuestPanic, line);
+                   }));
+
+  MachineConfig machine;
+  machine.mem_bytes = uint64_t{config.mem_mib()} << 20;
+  machine.vcpus = config.vcpus();
+  machine.console = console;
+  machine.allow_pvm = config.allow_pvm();
+  ASSIGN_OR_RETURN(std::unique_ptr<Vmm> vmm, Vmm::CreateMachine(machine, std::move(guest_memory)));
+  const GuestMemory& memory = vmm->memory();
+  *vmm_slot = vmm.get();
+
+  std::vector<std::string> cmdline = {config.cmdline()};
+  ASSIGN_OR_RETURN(std::string rng_entry,
+                   vmm->AddVirtioDevice(std::make_unique<virtio::RngDevice>()));
+  cmdline.push_back(rng_entry);
+  for (auto& disk : disks) {
+    ASSIGN_OR_RETURN(std::string entry, vmm->AddVirtioDevice(std::move(disk)));
+    cmdline.push_back(entry);
+  }
+
+  absl::Status boot_info = x86::WriteBootInfo(memory, *kernel, absl::StrJoin(cmdline, " "), initrd);
+  if (!boot_info.ok()) return FlagError(boot_info, "--cmdline", "");
+  RETURN_IF_ERROR(x86::WriteMpTable(memory, config.vcpus()));
+  RETURN_IF_ERROR(x86::ConfigureBootVcpu(vmm->vcpu(0), memory, *kernel));
+  std::move(remove_console).Cancel();
+  return vmm;
+}
+
+}  // namespace kapsel::vmm

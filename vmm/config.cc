@@ -1,0 +1,205 @@
+#include "vmm/config.h"
+
+#include <getopt.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace kapsel::vmm {
+namespace {
+
+enum Option {
+  kKernel = 1000,
+  kInitrd,
+  kCmdline,
+  kMem,
+  kVcpus,
+  kDisk,
+  kConsole,
+  kConfig,
+  kAllowPvm,
+  kHelp,
+};
+
+const option kOptions[] = {
+    {"kernel", required_argument, nullptr, kKernel},
+    {"initrd", required_argument, nullptr, kInitrd},
+    {"cmdline", required_argument, nullptr, kCmdline},
+    {"mem", required_argument, nullptr, kMem},
+    {"vcpus", required_argument, nullptr, kVcpus},
+    {"disk", required_argument, nullptr, kDisk},
+    {"console", required_argument, nullptr, kConsole},
+    {"config", required_argument, nullptr, kConfig},
+    {"allow-pvm", no_argument, nullptr, kAllowPvm},
+    {"help", no_argument, nullptr, kHelp},
+    {nullptr, 0, nullptr, 0},
+};
+
+absl::StatusOr<uint32_t> ParseNumber(const char* flag, const char* value) {
+  uint32_t n;
+  if (!absl::SimpleAtoi(value, &n)) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", value, "' is not a number"));
+  }
+  return n;
+}
+
+absl::StatusOr<v1::DiskConfig> ParseDisk(absl::string_view value) {
+  std::vector<std::string> parts = absl::StrSplit(value, ',');
+  v1::DiskConfig disk;
+  disk.set_path(parts[0]);
+  if (disk.path().empty()) return absl::InvalidArgumentError("--disk: empty path");
+  for (size_t i = 1; i < parts.size(); ++i) {
+    if (parts[i] == "ro") {
+      disk.set_read_only(true);
+    } else if (parts[i] != "rw") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--disk ", value, ": unknown option '", parts[i], "' (want ro or rw)"));
+    }
+  }
+  return disk;
+}
+
+}  // namespace
+
+std::string Usage() {
+  return absl::StrCat(
+      "usage: kapsel-vmm --kernel FILE [--initrd FILE] [--cmdline TEXT] [--mem MIB] [--vcpus N]\n"
+      "                  [--disk PATH[,ro]]... [--console stdout|off|FILE] [--config FILE.json]\n"
+      "                  [--allow-pvm]\n"
+      "Boots a Linux kernel in a KVM microVM. Exit status: 0 guest powered off or rebooted,\n"
+      "1 VMM error, 2 bad arguments, 3 guest panic, 4 guest triple fault, 5 KVM error,\n"
+      "128+N stopped by signal N.\n"
+      "  --mem      guest memory in MiB (default ",
+      kDefaultMemMib, ", ", kMinMemMib, "..", kMaxMemMib,
+      ")\n"
+      "  --vcpus    number of vCPUs (default 1, at most ",
+      kMaxVcpus,
+      ")\n"
+      "  --cmdline  kernel command line (default \"",
+      kDefaultCmdline,
+      "\");\n"
+      "             virtio-mmio device entries are appended\n");
+}
+
+absl::StatusOr<v1::VmConfig> ReadConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("--config: cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  v1::VmConfig config;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  auto status = google::protobuf::util::JsonStringToMessage(text.str(), &config, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--config ", path, ": ", std::string(status.message())));
+  }
+  return config;
+}
+
+absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help) {
+  *help = false;
+  // First pass: only --config, so that the other flags override the file.
+  v1::VmConfig config;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    std::string path;
+    if (arg == "--config" && i + 1 < argc) {
+      path = argv[i + 1];
+    } else if (absl::StartsWith(arg, "--config=")) {
+      path = std::string(arg.substr(9));
+    } else {
+      continue;
+    }
+    absl::StatusOr<v1::VmConfig> file = ReadConfigFile(path);
+    if (!file.ok()) return file.status();
+    config = *std::move(file);
+  }
+
+  optind = 1;
+  opterr = 0;
+  int option;
+  while ((option = getopt_long(argc, argv, "", kOptions, nullptr)) != -1) {
+    switch (option) {
+      case kKernel:
+        config.set_kernel(optarg);
+        break;
+      case kInitrd:
+        config.set_initrd(optarg);
+        break;
+      case kCmdline:
+        config.set_cmdline(optarg);
+        break;
+      case kMem: {
+        absl::StatusOr<uint32_t> n = ParseNumber("mem", optarg);
+        if (!n.ok()) return n.status();
+        config.set_mem_mib(*n);
+        break;
+      }
+      case kVcpus: {
+        absl::StatusOr<uint32_t> n = ParseNumber("vcpus", optarg);
+        if (!n.ok()) return n.status();
+        config.set_vcpus(*n);
+        break;
+      }
+      case kDisk: {
+        absl::StatusOr<v1::DiskConfig> disk = ParseDisk(optarg);
+        if (!disk.ok()) return disk.status();
+        *config.add_disks() = *std::move(disk);
+        break;
+      }
+      case kConsole:
+        config.set_console(optarg);
+        break;
+      case kConfig:
+        break;  // read above
+      case kAllowPvm:
+        config.set_allow_pvm(true);
+        break;
+      case kHelp:
+        *help = true;
+        return config;
+      case ':':
+        return absl::InvalidArgumentError(absl::StrCat(argv[optind - 1], " needs a value"));
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown argument '", argv[optind - 1], "'"));
+    }
+  }
+  if (optind < argc) {
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", argv[optind], "'"));
+  }
+  return Validate(std::move(config));
+}
+
+absl::StatusOr<v1::VmConfig> Validate(v1::VmConfig config) {
+  if (config.kernel().empty()) return absl::InvalidArgumentError("--kernel is required");
+  if (config.mem_mib() == 0) config.set_mem_mib(kDefaultMemMib);
+  if (config.mem_mib() < kMinMemMib || config.mem_mib() > kMaxMemMib) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mem ", config.mem_mib(), ": want ", kMinMemMib, "..", kMaxMemMib, " MiB"));
+  }
+  if (config.vcpus() == 0) config.set_vcpus(1);
+  if (config.vcpus() > kMaxVcpus) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--vcpus ", config.vcpus(), ": want 1..", kMaxVcpus));
+  }
+  if (config.cmdline().empty()) config.set_cmdline(kDefaultCmdline);
+  if (config.console().empty()) config.set_console("stdout");
+  constexpr size_t kMaxDisks = 8;
+  if (static_cast<size_t>(config.disks_size()) > kMaxDisks) {
+    return absl::InvalidArgumentError(absl::StrCat("--disk: at most ", kMaxDisks, " disks"));
+  }
+  for (const v1::DiskConfig& disk : config.disks()) {
+    if (disk.path().empty()) return absl::InvalidArgumentError("--disk: empty path");
+  }
+  return config;
+}
+
+}  // namespace kapsel::vmm

@@ -1,0 +1,34 @@
+// Reading a VmConfig from the command line and from a JSON file, with defaults and validation.
+#ifndef KAPSEL_VMM_CONFIG_H_
+#define KAPSEL_VMM_CONFIG_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "vmm/config.pb.h"
+
+namespace kapsel::vmm {
+
+inline constexpr uint32_t kDefaultMemMib = 256;
+inline constexpr uint32_t kMinMemMib = 32;
+inline constexpr uint32_t kMaxMemMib = 256 * 1024;
+inline constexpr uint32_t kMaxVcpus = 32;
+inline constexpr char kDefaultCmdline[] = "console=ttyS0 reboot=k panic=-1 quiet";
+
+// The usage text for --help and usage errors.
+std::string Usage();
+
+// Parses argv (flags documented in Usage()). --config F is read first; flags override or add to it.
+// Errors (InvalidArgument) name the flag or the file that was wrong. Sets *help when --help is
+// given.
+absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help);
+
+// Reads a VmConfig from a JSON file (field names as in config.proto, snake_case or lowerCamelCase).
+absl::StatusOr<v1::VmConfig> ReadConfigFile(const std::string& path);
+
+// Fills defaults and checks ranges; errors name the field.
+absl::StatusOr<v1::VmConfig> Validate(v1::VmConfig config);
+
+}  // namespace kapsel::vmm
+
+#endif  // KAPSEL_VMM_CONFIG_H_

@@ -1,0 +1,163 @@
+#include "vmm/loader/kernel_loader.h"
+
+#include <elf.h>
+
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "common/status.h"
+#include "vmm/arch/x86_64/layout.h"
+
+namespace kapsel::vmm {
+namespace {
+
+constexpr uint32_t kXenElfNotePhys32Entry = 18;
+constexpr uint32_t kBzImageHeaderMagic = 0x53726448;  // "HdrS"
+constexpr uint64_t kSetupHeaderOffset = 0x1f1;
+constexpr uint16_t kMinBootProtocol = 0x020c;  // 2.12: xloadflags, 64-bit entry
+
+absl::Status Truncated(const char* what) {
+  return absl::InvalidArgumentError(absl::StrFormat("kernel image is truncated: %s", what));
+}
+
+// Whether [offset, offset + size) lies inside a buffer of `total` bytes, without overflow.
+bool InBounds(uint64_t offset, uint64_t size, uint64_t total) {
+  return offset <= total && size <= total - offset;
+}
+
+template <typename T>
+T ReadAt(absl::Span<const uint8_t> image, uint64_t offset) {
+  T value;
+  std::memcpy(&value, image.data() + offset, sizeof(T));
+  return value;
+}
+
+// Returns the PVH entry point from a PT_NOTE segment, if it has one.
+absl::StatusOr<std::optional<uint64_t>> FindPvhEntry(absl::Span<const uint8_t> image,
+                                                     const Elf64_Phdr& note) {
+  if (!InBounds(note.p_offset, note.p_filesz, image.size())) return Truncated("note segment");
+  uint64_t pos = note.p_offset;
+  const uint64_t end = note.p_offset + note.p_filesz;
+  auto align4 = [](uint64_t v) { return (v + 3) & ~uint64_t{3}; };
+  while (end - pos >= sizeof(Elf64_Nhdr)) {
+    const auto header = ReadAt<Elf64_Nhdr>(image, pos);
+    pos += sizeof(Elf64_Nhdr);
+    const uint64_t name_size = align4(header.n_namesz);
+    const uint64_t desc_size = align4(header.n_descsz);
+    if (!InBounds(pos - note.p_offset, name_size, note.p_filesz) ||
+        !InBounds(pos + name_size - note.p_offset, desc_size, note.p_filesz)) {
+      return absl::InvalidArgumentError("kernel image: malformed ELF note");
+    }
+    const bool is_xen = header.n_namesz == 4 && std::memcmp(image.data() + pos, "Xen", 4) == 0;
+    const uint64_t desc = pos + name_size;
+    if (is_xen && header.n_type == kXenElfNotePhys32Entry) {
+      if (header.n_descsz == 4) return uint64_t{ReadAt<uint32_t>(image, desc)};
+      if (header.n_descsz == 8) return ReadAt<uint64_t>(image, desc);
+      return absl::InvalidArgumentError("kernel image: PVH entry note has a bad size");
+    }
+    pos = desc + desc_size;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image,
+                                           const GuestMemory& memory) {
+  if (image.size() < sizeof(Elf64_Ehdr)) return Truncated("ELF header");
+  const auto ehdr = ReadAt<Elf64_Ehdr>(image, 0);
+  if (std::memcmp(ehdr.e_ident, ELFMAG, SELFMAG) != 0) {
+    return absl::InvalidArgumentError("kernel image is not an ELF file");
+  }
+  if (ehdr.e_ident[EI_CLASS] != ELFCLASS64 || ehdr.e_ident[EI_DATA] != ELFDATA2LSB ||
+      ehdr.e_machine != EM_X86_64) {
+    return absl::InvalidArgumentError("kernel image is not a 64-bit little-endian x86_64 ELF");
+  }
+  if (ehdr.e_phentsize != sizeof(Elf64_Phdr) || ehdr.e_phnum == 0) {
+    return absl::InvalidArgumentError("kernel ELF has no usable program headers");
+  }
+  const uint64_t phdrs_size = uint64_t{ehdr.e_phnum} * sizeof(Elf64_Phdr);
+  if (!InBounds(ehdr.e_phoff, phdrs_size, image.size())) return Truncated("program headers");
+
+  LoadedKernel kernel{BootProtocol::kLinux64, ehdr.e_entry, 0, std::nullopt};
+  bool loaded_any = false;
+  for (uint16_t i = 0; i < ehdr.e_phnum; ++i) {
+    const auto phdr = ReadAt<Elf64_Phdr>(image, ehdr.e_phoff + i * sizeof(Elf64_Phdr));
+    if (phdr.p_type == PT_NOTE) {
+      ASSIGN_OR_RETURN(std::optional<uint64_t> pvh, FindPvhEntry(image, phdr));
+      if (pvh.has_value()) {
+        kernel.protocol = BootProtocol::kPvh;
+        kernel.entry = *pvh;
+      }
+      continue;
+    }
+    if (phdr.p_type != PT_LOAD) continue;
+    if (!InBounds(phdr.p_offset, phdr.p_filesz, image.size())) return Truncated("a segment");
+    if (phdr.p_filesz > phdr.p_memsz) {
+      return absl::InvalidArgumentError("kernel ELF segment is larger in the file than in memory");
+    }
+    absl::StatusOr<uint8_t*> dest = memory.Translate(phdr.p_paddr, phdr.p_memsz);
+    if (!dest.ok()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "kernel ELF segment %#x+%#x does not fit in guest memory (give the VM more memory?)",
+          phdr.p_paddr, phdr.p_memsz));
+    }
+    std::memcpy(*dest, image.data() + phdr.p_offset, phdr.p_filesz);
+    std::memset(*dest + phdr.p_filesz, 0, phdr.p_memsz - phdr.p_filesz);
+    kernel.end = std::max(kernel.end, phdr.p_paddr + phdr.p_memsz);
+    loaded_any = true;
+  }
+  if (!loaded_any) return absl::InvalidArgumentError("kernel ELF has no loadable segment");
+  return kernel;
+}
+
+absl::StatusOr<LoadedKernel> LoadBzImage(absl::Span<const uint8_t> image,
+                                         const GuestMemory& memory) {
+  if (image.size() < kSetupHeaderOffset + sizeof(setup_header)) return Truncated("setup header");
+  auto header = ReadAt<setup_header>(image, kSetupHeaderOffset);
+  if (header.header != kBzImageHeaderMagic) {
+    return absl::InvalidArgumentError("kernel image is not a bzImage (no HdrS magic)");
+  }
+  if (header.version < kMinBootProtocol) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "bzImage boot protocol %#x is too old (want 2.12 or newer)", header.version));
+  }
+  if (!(header.xloadflags & XLF_KERNEL_64)) {
+    return absl::InvalidArgumentError("bzImage has no 64-bit entry point");
+  }
+  if (!(header.loadflags & LOADED_HIGH)) {
+    return absl::InvalidArgumentError("bzImage is not a high-loaded kernel");
+  }
+  const uint64_t setup_sects = header.setup_sects == 0 ? 4 : header.setup_sects;
+  const uint64_t kernel_offset = (setup_sects + 1) * 512;
+  if (kernel_offset >= image.size()) return Truncated("protected-mode code");
+  const uint64_t kernel_size = image.size() - kernel_offset;
+  const uint64_t load_address = x86::kHighMemoryStart;
+  absl::StatusOr<uint8_t*> dest = memory.Translate(load_address, kernel_size);
+  if (!dest.ok()) {
+    return absl::InvalidArgumentError("bzImage does not fit in guest memory");
+  }
+  // The decompressor unpacks the kernel to pref_address and needs init_size bytes there.
+  if (!memory.Translate(header.pref_address, header.init_size).ok()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "bzImage needs %#x bytes of memory at %#x to decompress (give the VM more memory)",
+        header.init_size, header.pref_address));
+  }
+  std::memcpy(*dest, image.data() + kernel_offset, kernel_size);
+  header.code32_start = static_cast<uint32_t>(load_address);
+  return LoadedKernel{BootProtocol::kLinux64, load_address + 0x200, load_address + kernel_size,
+                      header};
+}
+
+absl::StatusOr<LoadedKernel> LoadKernel(absl::Span<const uint8_t> image,
+                                        const GuestMemory& memory) {
+  if (image.size() >= SELFMAG && std::memcmp(image.data(), ELFMAG, SELFMAG) == 0) {
+    return LoadElfKernel(image, memory);
+  }
+  if (image.size() >= 0x206 && ReadAt<uint32_t>(image, 0x202) == kBzImageHeaderMagic) {
+    return LoadBzImage(image, memory);
+  }
+  return absl::InvalidArgumentError("kernel image is neither an ELF vmlinux nor a bzImage");
+}
+
+}  // namespace kapsel::vmm

@@ -1,0 +1,40 @@
+// Loads a Linux kernel image into guest memory: an ELF vmlinux (entered through its PVH note when
+// it has one, else through the 64-bit boot protocol) or a bzImage (64-bit boot protocol). The image
+// is untrusted input: every offset and size in it is checked against the file and guest memory.
+#ifndef KAPSEL_VMM_LOADER_KERNEL_LOADER_H_
+#define KAPSEL_VMM_LOADER_KERNEL_LOADER_H_
+
+#include <asm/bootparam.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "vmm/memory/guest_memory.h"
+
+namespace kapsel::vmm {
+
+enum class BootProtocol {
+  kLinux64,  // 64-bit boot protocol: long mode, rsi = boot_params
+  kPvh,      // PVH: 32-bit protected mode, ebx = hvm_start_info
+};
+
+struct LoadedKernel {
+  BootProtocol protocol;
+  uint64_t entry;  // guest physical entry point
+  uint64_t end;    // first guest physical byte after the loaded image
+  // The bzImage's setup header, which the boot_params must start from.
+  std::optional<setup_header> bzimage_header;
+};
+
+// Detects the format by its magic.
+absl::StatusOr<LoadedKernel> LoadKernel(absl::Span<const uint8_t> image, const GuestMemory& memory);
+absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image,
+                                           const GuestMemory& memory);
+absl::StatusOr<LoadedKernel> LoadBzImage(absl::Span<const uint8_t> image,
+                                         const GuestMemory& memory);
+
+}  // namespace kapsel::vmm
+
+#endif  // KAPSEL_VMM_LOADER_KERNEL_LOADER_H_

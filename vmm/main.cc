@@ -1,0 +1,41 @@
+// kapsel-vmm: boots a Linux kernel in a KVM microVM and exits with a code that says how the guest
+// ended (see vm_exit.h).
+#include <cstdio>
+
+#include "common/status.h"
+#include "vmm/builder.h"
+#include "vmm/config.h"
+#include "vmm/vm_exit.h"
+
+namespace {
+
+int Fail(int code, const absl::Status& status) {
+  std::fprintf(stderr, "kapsel-vmm: %s\n", std::string(status.message()).c_str());
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace kapsel::vmm;
+  bool help = false;
+  absl::StatusOr<v1::VmConfig> config = ParseCommandLine(argc, argv, &help);
+  if (help) {
+    std::fputs(Usage().c_str(), stdout);
+    return 0;
+  }
+  if (!config.ok()) {
+    Fail(kExitUsage, config.status());
+    std::fputs(Usage().c_str(), stderr);
+    return kExitUsage;
+  }
+  absl::StatusOr<std::unique_ptr<Vmm>> vmm = BuildVmm(*config);
+  if (!vmm.ok()) {
+    return Fail(kapsel::IsUsageError(vmm.status()) ? kExitUsage : kExitVmmError, vmm.status());
+  }
+  std::string reason;
+  const int code = (*vmm)->Run(&reason);
+  vmm->reset();
+  if (code != kExitGuestShutdown) std::fprintf(stderr, "kapsel-vmm: %s\n", reason.c_str());
+  return code;
+}
