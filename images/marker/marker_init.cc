@@ -6,7 +6,8 @@
 //   kapsel-guest: disk vda: <first line>       (the first sector of each virtio disk)
 //   KAPSEL_GUEST_READY uptime=0.42
 // Command line switches: kapsel.write_disk (write "written by the guest" to sector 1 of vda and
-// flush), kapsel.exit_init (return from init instead of powering off: the kernel panics).
+// flush), kapsel.exit_init (return from init instead of powering off: the kernel panics),
+// kapsel.hold (stay up after the marker until the VM is stopped from outside).
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
@@ -130,6 +131,7 @@ int main() {
   std::fflush(stdout);
 
   if (has_flag("kapsel.exit_init")) return 1;  // the kernel panics: "Attempted to kill init"
+  while (has_flag("kapsel.hold")) pause();
   sync();
   reboot(RB_AUTOBOOT);  // with reboot=k: the i8042 reset line, which stops the VMM
   return 0;

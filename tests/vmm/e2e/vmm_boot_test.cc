@@ -1,0 +1,155 @@
+// kapsel-vmm boots the real guest kernel and initramfs (the marker /init) and the guest reports
+// what it sees. Needs a KVM that boots Linux: ctest runs it through tests/testhost/e2e (directly on
+// hardware KVM, inside the test host otherwise).
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/subprocess.h"
+
+namespace kapsel {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+const std::string kVmm = KAPSEL_BIN_DIR "/kapsel-vmm";
+const std::string kVmlinux = KAPSEL_GUEST_DIR "/vmlinux";
+const std::string kBzImage = KAPSEL_GUEST_DIR "/bzImage";
+const std::string kInitramfs = KAPSEL_INITRAMFS;
+constexpr char kMarker[] = "KAPSEL_GUEST_READY";
+const absl::Duration kBootTimeout = absl::Seconds(120);
+
+// A temporary file removed at the end of the test.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& contents, size_t size = 0) {
+    char path[] = "/tmp/kapsel-e2e-XXXXXX";
+    int fd = mkstemp(path);
+    path_ = path;
+    std::string data = contents;
+    if (data.size() < size) data.resize(size, '\0');
+    EXPECT_EQ(write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    close(fd);
+  }
+  ~TempFile() { unlink(path_.c_str()); }
+  const std::string& path() const { return path_; }
+  std::string Read() const {
+    std::ifstream in(path_, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+ private:
+  std::string path_;
+};
+
+std::vector<std::string> VmmArgs(const std::string& kernel, std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {kVmm,       "--kernel", kernel, "--initrd",
+                                   kInitramfs, "--mem",    "256"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+testing::ProcessResult Boot(const std::vector<std::string>& args) {
+  absl::StatusOr<testing::ProcessResult> result = testing::RunProcess(args, kBootTimeout);
+  EXPECT_TRUE(result.ok()) << result.status();
+  if (!result.ok()) return {};
+  EXPECT_FALSE(result->timed_out) << "kapsel-vmm did not finish; output:\n" << result->out;
+  return *result;
+}
+
+TEST(VmmBoot, VmlinuxBootsToMarkerAndPowersOff) {
+  testing::ProcessResult r = Boot(VmmArgs(kVmlinux));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr(kMarker));
+  EXPECT_THAT(r.out, HasSubstr("kapsel-guest: cpus=1"));
+  // virtio-rng delivered 16 random bytes.
+  EXPECT_TRUE(std::regex_search(r.out, std::regex("kapsel-guest: rng=[0-9a-f]{32}\r?\n"))) << r.out;
+}
+
+TEST(VmmBoot, TwoVcpusComeOnline) {
+  testing::ProcessResult r = Boot(VmmArgs(kVmlinux, {"--vcpus", "2"}));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("kapsel-guest: cpus=2"));
+  EXPECT_THAT(r.out, HasSubstr(kMarker));
+}
+
+TEST(VmmBoot, BzImageBoots) {
+  testing::ProcessResult r = Boot(VmmArgs(kBzImage, {"--vcpus", "2"}));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("kapsel-guest: cpus=2"));
+  EXPECT_THAT(r.out, HasSubstr(kMarker));
+}
+
+TEST(VmmBoot, GuestReadsAndWritesAVirtioDisk) {
+  TempFile disk("hello from the host disk\n", 1 << 20);
+  testing::ProcessResult r =
+      Boot(VmmArgs(kVmlinux, {"--disk", disk.path(), "--cmdline",
+                              "console=ttyS0 reboot=k panic=-1 quiet kapsel.write_disk"}));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("kapsel-guest: disk vda: hello from the host disk"));
+  EXPECT_THAT(r.out, HasSubstr("kapsel-guest: disk vda write: ok"));
+  const std::string contents = disk.Read();
+  ASSERT_EQ(contents.size(), 1u << 20);
+  EXPECT_EQ(contents.substr(512, 21), "written by the guest\n");
+  EXPECT_EQ(contents.substr(0, 25), "hello from the host disk\n");
+}
+
+TEST(VmmBoot, ReadOnlyDiskRefusesWrites) {
+  TempFile disk("read-only disk\n", 1 << 20);
+  TempFile second("second disk\n", 64 << 10);
+  testing::ProcessResult r =
+      Boot(VmmArgs(kVmlinux, {"--disk", disk.path() + ",ro", "--disk", second.path(), "--cmdline",
+                              "console=ttyS0 reboot=k panic=-1 quiet kapsel.write_disk"}));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("kapsel-guest: disk vda: read-only disk"));
+  EXPECT_THAT(r.out, HasSubstr("kapsel-guest: disk vdb: second disk"));
+  EXPECT_THAT(r.out, Not(HasSubstr("kapsel-guest: disk vda write: ok")));
+  EXPECT_EQ(disk.Read().substr(512, 20), std::string(20, '\0'));
+}
+
+TEST(VmmBoot, GuestPanicExitsWithCode3) {
+  testing::ProcessResult r = Boot(
+      VmmArgs(kVmlinux, {"--cmdline", "console=ttyS0 reboot=k panic=-1 quiet kapsel.exit_init"}));
+  EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr(kMarker));
+  EXPECT_THAT(r.err, HasSubstr("Kernel panic - not syncing"));
+}
+
+TEST(VmmBoot, ConsoleToFileAndOff) {
+  TempFile console("");
+  testing::ProcessResult to_file = Boot(VmmArgs(kVmlinux, {"--console", console.path()}));
+  EXPECT_EQ(to_file.exit_code, 0) << to_file.err;
+  EXPECT_THAT(to_file.out, Not(HasSubstr(kMarker)));
+  EXPECT_THAT(console.Read(), HasSubstr(kMarker));
+
+  testing::ProcessResult off = Boot(VmmArgs(kVmlinux, {"--console", "off"}));
+  EXPECT_EQ(off.exit_code, 0) << off.err;
+  EXPECT_THAT(off.out, Not(HasSubstr(kMarker)));
+}
+
+TEST(VmmBoot, SigtermStopsARunningGuest) {
+  auto vmm = testing::Subprocess::Start(
+      VmmArgs(kVmlinux, {"--cmdline", "console=ttyS0 reboot=k panic=-1 quiet kapsel.hold"}));
+  ASSERT_TRUE(vmm.ok()) << vmm.status();
+  ASSERT_TRUE((*vmm)->WaitForOutput(kMarker, kBootTimeout));
+  (*vmm)->Signal(SIGTERM);
+  testing::ProcessResult r = (*vmm)->Wait(absl::Seconds(30));
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 128 + SIGTERM) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("stopped by signal"));
+}
+
+}  // namespace
+}  // namespace kapsel

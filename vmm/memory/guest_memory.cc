@@ -1,0 +1,93 @@
+#include "vmm/memory/guest_memory.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "common/status.h"
+
+namespace kapsel::vmm {
+
+absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Create(
+    const std::vector<GuestRange>& ranges) {
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (ranges.empty()) return absl::InvalidArgumentError("guest memory: no ranges");
+  uint64_t total = 0;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    const GuestRange& r = ranges[i];
+    if (r.size == 0 || r.start % page != 0 || r.size % page != 0 || r.start + r.size < r.start) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("guest memory: range %#x+%#x is empty or not page aligned", r.start,
+                          r.size));
+    }
+    if (i > 0 && r.start < ranges[i - 1].start + ranges[i - 1].size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("guest memory: range %#x overlaps or is out of order", r.start));
+    }
+    total += r.size;
+  }
+
+  auto memory = std::unique_ptr<GuestMemory>(new GuestMemory());
+  memory->memfd_.reset(memfd_create("kapsel-guest-ram", MFD_CLOEXEC));
+  if (!memory->memfd_) return ErrnoError("guest memory: memfd_create");
+  if (ftruncate(memory->memfd_.get(), static_cast<off_t>(total)) != 0) {
+    return ErrnoError(absl::StrFormat("guest memory: ftruncate to %d bytes", total));
+  }
+  uint64_t offset = 0;
+  for (const GuestRange& r : ranges) {
+    void* host = mmap(nullptr, r.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                      memory->memfd_.get(), static_cast<off_t>(offset));
+    if (host == MAP_FAILED) {
+      return ErrnoError(absl::StrFormat("guest memory: mmap of %d bytes", r.size));
+    }
+    memory->regions_.push_back({r.start, r.size, static_cast<uint8_t*>(host), offset});
+    offset += r.size;
+  }
+  return memory;
+}
+
+GuestMemory::~GuestMemory() {
+  for (const MemoryRegion& r : regions_) munmap(r.host, r.size);
+}
+
+uint64_t GuestMemory::total_size() const {
+  uint64_t total = 0;
+  for (const MemoryRegion& r : regions_) total += r.size;
+  return total;
+}
+
+absl::StatusOr<uint8_t*> GuestMemory::Translate(GuestAddress addr, uint64_t len) const {
+  for (const MemoryRegion& r : regions_) {
+    if (addr < r.guest_start) continue;
+    const uint64_t offset = addr - r.guest_start;
+    if (offset >= r.size) continue;
+    if (len > r.size - offset) break;  // runs past the end of the region (no overflow possible)
+    return r.host + offset;
+  }
+  return absl::OutOfRangeError(
+      absl::StrFormat("guest address range %#x+%#x is outside guest memory", addr, len));
+}
+
+absl::StatusOr<absl::Span<uint8_t>> GuestMemory::Slice(GuestAddress addr, uint64_t len) const {
+  absl::StatusOr<uint8_t*> host = Translate(addr, len);
+  if (!host.ok()) return host.status();
+  return absl::Span<uint8_t>(*host, len);
+}
+
+absl::Status GuestMemory::Read(GuestAddress addr, void* dst, uint64_t len) const {
+  absl::StatusOr<uint8_t*> host = Translate(addr, len);
+  if (!host.ok()) return host.status();
+  if (len != 0) std::memcpy(dst, *host, len);
+  return absl::OkStatus();
+}
+
+absl::Status GuestMemory::Write(GuestAddress addr, const void* src, uint64_t len) const {
+  absl::StatusOr<uint8_t*> host = Translate(addr, len);
+  if (!host.ok()) return host.status();
+  if (len != 0) std::memcpy(*host, src, len);
+  return absl::OkStatus();
+}
+
+}  // namespace kapsel::vmm

@@ -1,0 +1,80 @@
+// Guest physical memory: memfd-backed regions mapped into the VMM, and a bounds-checked translator
+// from guest physical addresses to host pointers. Every device goes through it: the guest is hostile,
+// so an address or length outside guest RAM is an error for that request, never a host access.
+#ifndef KAPSEL_VMM_MEMORY_GUEST_MEMORY_H_
+#define KAPSEL_VMM_MEMORY_GUEST_MEMORY_H_
+
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/unique_fd.h"
+
+namespace kapsel::vmm {
+
+using GuestAddress = uint64_t;
+
+struct GuestRange {
+  GuestAddress start;
+  uint64_t size;
+};
+
+struct MemoryRegion {
+  GuestAddress guest_start;
+  uint64_t size;
+  uint8_t* host;         // start of the host mapping
+  uint64_t file_offset;  // offset of this region in the memfd (for sharing with vhost-user backends)
+};
+
+class GuestMemory {
+ public:
+  // Creates one memfd holding all ranges (which must be page aligned, non-empty, sorted and disjoint)
+  // and maps each range into the VMM.
+  static absl::StatusOr<std::unique_ptr<GuestMemory>> Create(const std::vector<GuestRange>& ranges);
+
+  GuestMemory(const GuestMemory&) = delete;
+  GuestMemory& operator=(const GuestMemory&) = delete;
+  ~GuestMemory();
+
+  // A host pointer to [addr, addr + len) if that range lies entirely inside one region; an
+  // OutOfRange error otherwise (including overflow of addr + len). len may be 0.
+  absl::StatusOr<uint8_t*> Translate(GuestAddress addr, uint64_t len) const;
+  // A span over [addr, addr + len), checked like Translate.
+  absl::StatusOr<absl::Span<uint8_t>> Slice(GuestAddress addr, uint64_t len) const;
+
+  // Copies between guest memory and the host. The guest may change its memory at any time, so
+  // anything that is validated must be copied out first and validated in the copy.
+  absl::Status Read(GuestAddress addr, void* dst, uint64_t len) const;
+  absl::Status Write(GuestAddress addr, const void* src, uint64_t len) const;
+
+  template <typename T>
+  absl::StatusOr<T> ReadObj(GuestAddress addr) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T value;
+    absl::Status status = Read(addr, &value, sizeof(T));
+    if (!status.ok()) return status;
+    return value;
+  }
+  template <typename T>
+  absl::Status WriteObj(GuestAddress addr, const T& value) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return Write(addr, &value, sizeof(T));
+  }
+
+  const std::vector<MemoryRegion>& regions() const { return regions_; }
+  int memfd() const { return memfd_.get(); }
+  // Total bytes of guest RAM.
+  uint64_t total_size() const;
+
+ private:
+  GuestMemory() = default;
+  UniqueFd memfd_;
+  std::vector<MemoryRegion> regions_;
+};
+
+}  // namespace kapsel::vmm
+
+#endif  // KAPSEL_VMM_MEMORY_GUEST_MEMORY_H_
