@@ -122,10 +122,13 @@ absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help)
     config = *std::move(file);
   }
 
-  optind = 1;
+  // optind = 0 (not 1) makes glibc reinitialize getopt completely: otherwise it may resume inside
+  // a short-option cluster of an earlier call's argv. The leading ':' in the option string makes
+  // a missing value return ':' rather than '?'.
+  optind = 0;
   opterr = 0;
   int option;
-  while ((option = getopt_long(argc, argv, "", kOptions, nullptr)) != -1) {
+  while ((option = getopt_long(argc, argv, ":", kOptions, nullptr)) != -1) {
     switch (option) {
       case kKernel:
         config.set_kernel(optarg);
@@ -168,6 +171,12 @@ absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help)
       case ':':
         return absl::InvalidArgumentError(absl::StrCat(argv[optind - 1], " needs a value"));
       default:
+        // optopt is the character of an unknown short option (which may sit inside a cluster
+        // such as -xy, where argv[optind - 1] is not the current argument).
+        if (optopt > 0 && optopt < 256) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("unknown argument '-", std::string(1, static_cast<char>(optopt)), "'"));
+        }
         return absl::InvalidArgumentError(
             absl::StrCat("unknown argument '", argv[optind - 1], "'"));
     }

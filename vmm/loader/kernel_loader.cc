@@ -2,6 +2,7 @@
 
 #include <elf.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -120,7 +121,7 @@ absl::StatusOr<LoadedKernel> LoadBzImage(absl::Span<const uint8_t> image,
   }
   if (header.version < kMinBootProtocol) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "bzImage boot protocol %#x is too old (want 2.12 or newer)", header.version));
+        "bzImage boot protocol %#x is too old (want 2.12 or newer)", uint16_t{header.version}));
   }
   if (!(header.xloadflags & XLF_KERNEL_64)) {
     return absl::InvalidArgumentError("bzImage has no 64-bit entry point");
@@ -141,12 +142,14 @@ absl::StatusOr<LoadedKernel> LoadBzImage(absl::Span<const uint8_t> image,
   if (!memory.Translate(header.pref_address, header.init_size).ok()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "bzImage needs %#x bytes of memory at %#x to decompress (give the VM more memory)",
-        header.init_size, header.pref_address));
+        uint32_t{header.init_size}, uint64_t{header.pref_address}));
   }
   std::memcpy(*dest, image.data() + kernel_offset, kernel_size);
   header.code32_start = static_cast<uint32_t>(load_address);
-  return LoadedKernel{BootProtocol::kLinux64, load_address + 0x200, load_address + kernel_size,
-                      header};
+  // The decompressor's area belongs to the kernel too: nothing (the initrd) may be placed there.
+  const uint64_t end =
+      std::max<uint64_t>(load_address + kernel_size, header.pref_address + header.init_size);
+  return LoadedKernel{BootProtocol::kLinux64, load_address + 0x200, end, header};
 }
 
 absl::StatusOr<LoadedKernel> LoadKernel(absl::Span<const uint8_t> image,

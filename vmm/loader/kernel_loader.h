@@ -23,7 +23,9 @@ enum class BootProtocol {
 struct LoadedKernel {
   BootProtocol protocol;
   uint64_t entry;  // guest physical entry point
-  uint64_t end;    // first guest physical byte after the loaded image
+  // First guest physical byte after the loaded image (for a bzImage, after the memory its
+  // decompressor needs at pref_address, which nothing else may use).
+  uint64_t end;
   // The bzImage's setup header, which the boot_params must start from.
   std::optional<setup_header> bzimage_header;
 };
