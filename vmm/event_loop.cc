@@ -35,6 +35,20 @@ absl::Status EventLoop::Add(int fd, uint32_t events, Handler handler) {
   return absl::OkStatus();
 }
 
+absl::Status EventLoop::Modify(int fd, uint32_t events) {
+  absl::MutexLock lock(&mu_);
+  if (!handlers_.contains(fd)) {
+    return absl::NotFoundError(absl::StrCat("event loop: fd ", fd, " is not registered"));
+  }
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = fd;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) != 0) {
+    return ErrnoError(absl::StrCat("event loop: epoll_ctl(MOD, fd ", fd, ")"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status EventLoop::Remove(int fd) {
   absl::MutexLock lock(&mu_);
   if (handlers_.erase(fd) == 0) {

@@ -23,6 +23,8 @@ class EventLoop {
 
   // Watches fd for `events`. The fd stays owned by the caller and must outlive its registration.
   absl::Status Add(int fd, uint32_t events, Handler handler);
+  // Changes the events a registered fd is watched for (e.g. re-arms an EPOLLONESHOT fd).
+  absl::Status Modify(int fd, uint32_t events);
   absl::Status Remove(int fd);
 
   // Waits up to timeout_ms (-1: forever) and runs the handlers of the fds that are ready.

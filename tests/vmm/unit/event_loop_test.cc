@@ -109,6 +109,20 @@ TEST_F(EventLoopTest, RemovedFdIsNoLongerServed) {
   EXPECT_EQ(calls, 1);
 }
 
+TEST_F(EventLoopTest, ModifyRearmsAOneShotFd) {
+  UniqueFd a = MakeEventFd();
+  int calls = 0;
+  ASSERT_TRUE(loop_->Add(a.get(), EPOLLIN | EPOLLONESHOT, [&](uint32_t) { ++calls; }).ok());
+  Signal(a);  // stays readable: the handler does not drain it
+  ASSERT_TRUE(loop_->RunOnce(0).ok());
+  ASSERT_TRUE(loop_->RunOnce(0).ok());
+  EXPECT_EQ(calls, 1);  // disarmed after the first event
+  ASSERT_TRUE(loop_->Modify(a.get(), EPOLLIN | EPOLLONESHOT).ok());
+  ASSERT_TRUE(loop_->RunOnce(0).ok());
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(loop_->Modify(a.get() + 100, EPOLLIN).code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(EventLoopTest, HandlerRemovingAnotherFdOfTheSameBatch) {
   // Both fds are ready in the same epoll_wait; whichever handler runs first removes the other,
   // whose handler must then not run.
