@@ -15,6 +15,7 @@
 #include "vmm/arch/x86_64/mptable.h"
 #include "vmm/devices/virtio/block/block_device.h"
 #include "vmm/devices/virtio/rng/rng_device.h"
+#include "vmm/devices/virtio/vsock/vsock_device.h"
 #include "vmm/loader/kernel_loader.h"
 #include "vmm/loader/mapped_file.h"
 
@@ -102,6 +103,15 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
   cmdline.push_back(rng_entry);
   for (auto& disk : disks) {
     ASSIGN_OR_RETURN(std::string entry, vmm->AddVirtioDevice(std::move(disk)));
+    cmdline.push_back(entry);
+  }
+  if (config.has_vsock()) {
+    // Listens on the socket path now: a path in use stops the build here.
+    absl::StatusOr<std::unique_ptr<virtio::VsockDevice>> vsock = virtio::VsockDevice::Create(
+        {.guest_cid = config.vsock().guest_cid(), .uds_path = config.vsock().uds_path()},
+        &vmm->event_loop());
+    if (!vsock.ok()) return FlagError(vsock.status(), "--vsock", config.vsock().uds_path());
+    ASSIGN_OR_RETURN(std::string entry, vmm->AddVirtioDevice(*std::move(vsock)));
     cmdline.push_back(entry);
   }
 

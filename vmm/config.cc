@@ -1,6 +1,7 @@
 #include "vmm/config.h"
 
 #include <getopt.h>
+#include <sys/stat.h>
 
 #include <fstream>
 #include <sstream>
@@ -24,6 +25,7 @@ enum Option {
   kConsole,
   kConfig,
   kAllowPvm,
+  kVsock,
   kHelp,
 };
 
@@ -37,6 +39,7 @@ const option kOptions[] = {
     {"console", required_argument, nullptr, kConsole},
     {"config", required_argument, nullptr, kConfig},
     {"allow-pvm", no_argument, nullptr, kAllowPvm},
+    {"vsock", required_argument, nullptr, kVsock},
     {"help", no_argument, nullptr, kHelp},
     {nullptr, 0, nullptr, 0},
 };
@@ -65,13 +68,54 @@ absl::StatusOr<v1::DiskConfig> ParseDisk(absl::string_view value) {
   return disk;
 }
 
+// "CID,PATH".
+absl::StatusOr<v1::VsockConfig> ParseVsock(absl::string_view value) {
+  const size_t comma = value.find(',');
+  if (comma == absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("--vsock ", value, ": want CID,PATH"));
+  }
+  uint32_t cid;
+  if (!absl::SimpleAtoi(value.substr(0, comma), &cid)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--vsock ", value, ": '", value.substr(0, comma), "' is not a CID"));
+  }
+  v1::VsockConfig vsock;
+  vsock.set_guest_cid(cid);
+  vsock.set_uds_path(std::string(value.substr(comma + 1)));
+  return vsock;
+}
+
+absl::Status ValidateVsock(const v1::VsockConfig& vsock) {
+  if (vsock.guest_cid() < kMinGuestCid || vsock.guest_cid() == UINT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("--vsock: guest CID ", vsock.guest_cid(),
+                                                   " is reserved (want ", kMinGuestCid, "..",
+                                                   UINT32_MAX - 1, ")"));
+  }
+  const std::string& path = vsock.uds_path();
+  if (path.empty()) return absl::InvalidArgumentError("--vsock: empty socket path");
+  // Room for "_<port>" (up to 11 bytes) in sockaddr_un's 108-byte sun_path.
+  if (path.size() > kMaxVsockPathLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--vsock ", path, ": longer than ", kMaxVsockPathLength, " bytes"));
+  }
+  const size_t slash = path.rfind('/');
+  const std::string dir =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--vsock ", path, ": directory ", dir, " does not exist"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string Usage() {
   return absl::StrCat(
       "usage: kapsel-vmm --kernel FILE [--initrd FILE] [--cmdline TEXT] [--mem MIB] [--vcpus N]\n"
       "                  [--disk PATH[,ro]]... [--console stdout|off|FILE] [--config FILE.json]\n"
-      "                  [--allow-pvm]\n"
+      "                  [--vsock CID,PATH] [--allow-pvm]\n"
       "Boots a Linux kernel in a KVM microVM. Exit status: 0 guest powered off or rebooted,\n"
       "1 VMM error, 2 bad arguments, 3 guest panic, 4 guest triple fault, 5 KVM error,\n"
       "128+N stopped by signal N.\n"
@@ -84,7 +128,10 @@ std::string Usage() {
       "  --cmdline  kernel command line (default \"",
       kDefaultCmdline,
       "\");\n"
-      "             virtio-mmio device entries are appended\n");
+      "             virtio-mmio device entries are appended\n"
+      "  --vsock    a virtio-vsock device: guest CID (3 or more) and a Unix socket path; host\n"
+      "             programs connect to PATH and send \"CONNECT <port>\\n\", the guest reaches\n"
+      "             host port N at PATH_N\n");
 }
 
 absl::StatusOr<v1::VmConfig> ReadConfigFile(const std::string& path) {
@@ -165,6 +212,12 @@ absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help)
       case kAllowPvm:
         config.set_allow_pvm(true);
         break;
+      case kVsock: {
+        absl::StatusOr<v1::VsockConfig> vsock = ParseVsock(optarg);
+        if (!vsock.ok()) return vsock.status();
+        *config.mutable_vsock() = *std::move(vsock);
+        break;
+      }
       case kHelp:
         *help = true;
         return config;
@@ -207,6 +260,10 @@ absl::StatusOr<v1::VmConfig> Validate(v1::VmConfig config) {
   }
   for (const v1::DiskConfig& disk : config.disks()) {
     if (disk.path().empty()) return absl::InvalidArgumentError("--disk: empty path");
+  }
+  if (config.has_vsock()) {
+    absl::Status vsock = ValidateVsock(config.vsock());
+    if (!vsock.ok()) return vsock;
   }
   return config;
 }

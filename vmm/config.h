@@ -13,6 +13,9 @@ inline constexpr uint32_t kDefaultMemMib = 256;
 inline constexpr uint32_t kMinMemMib = 32;
 inline constexpr uint32_t kMaxMemMib = 256 * 1024;
 inline constexpr uint32_t kMaxVcpus = 32;
+inline constexpr uint32_t kMinGuestCid = 3;
+// sockaddr_un holds 107 path bytes; the guest-to-host sockets append "_<port>" (up to 11).
+inline constexpr size_t kMaxVsockPathLength = 96;
 inline constexpr char kDefaultCmdline[] = "console=ttyS0 reboot=k panic=-1 quiet";
 
 // The usage text for --help and usage errors.

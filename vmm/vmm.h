@@ -51,6 +51,8 @@ class Vmm {
   absl::StatusOr<std::string> AddVirtioDevice(std::unique_ptr<virtio::VirtioDevice> device);
 
   const GuestMemory& memory() const { return *memory_; }
+  // The loop Run() serves: devices with host-side file descriptors (vsock sockets) register here.
+  EventLoop& event_loop() { return *event_loop_; }
   const Kvm& kvm() const { return *kvm_; }
   Vcpu& vcpu(size_t index) { return *vcpus_[index]; }
   size_t num_vcpus() const { return vcpus_.size(); }

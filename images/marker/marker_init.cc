@@ -8,7 +8,16 @@
 // Command line switches: kapsel.write_disk (write "written by the guest" to sector 1 of vda and
 // flush), kapsel.exit_init (return from init instead of powering off: the kernel panics),
 // kapsel.hold (stay up after the marker until the VM is stopped from outside).
+// vsock, after the marker: kapsel.vsock_hello=PORT (connect to the host, CID 2, at PORT, send
+// "hello from the guest\n", print "kapsel-guest: vsock hello reply: <line>"), then
+// kapsel.vsock_echo=PORT (listen on PORT, print "kapsel-guest: vsock echo port=PORT", echo every
+// connection until its end of file, one process each, until the VM is stopped from outside).
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+// clang-format off: needs sys/socket.h first
+#include <linux/vm_sockets.h>
+// clang-format on
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
@@ -16,6 +25,7 @@
 
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -101,6 +111,87 @@ void ReportDisks(bool write_disk) {
   }
 }
 
+// The value of "NAME=VALUE" on the command line, or -1.
+long FlagNumber(const std::string& cmdline, const std::string& name) {
+  const std::string key = name + "=";
+  size_t pos = cmdline.find(key);
+  while (pos != std::string::npos && pos != 0 && cmdline[pos - 1] != ' ') {
+    pos = cmdline.find(key, pos + 1);
+  }
+  if (pos == std::string::npos) return -1;
+  return std::strtol(cmdline.c_str() + pos + key.size(), nullptr, 10);
+}
+
+sockaddr_vm VsockAddress(unsigned cid, long port) {
+  sockaddr_vm addr{};
+  addr.svm_family = AF_VSOCK;
+  addr.svm_cid = cid;
+  addr.svm_port = static_cast<unsigned>(port);
+  return addr;
+}
+
+bool WriteAll(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, data, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+void VsockHello(long port) {
+  int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_vm addr = VsockAddress(VMADDR_CID_HOST, port);
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    std::printf("kapsel-guest: vsock hello failed: %s\n", std::strerror(errno));
+    if (fd >= 0) close(fd);
+    return;
+  }
+  const char hello[] = "hello from the guest\n";
+  WriteAll(fd, hello, sizeof(hello) - 1);
+  std::string line;
+  char c;
+  while (line.size() < 256 && read(fd, &c, 1) == 1 && c != '\n') line.push_back(c);
+  close(fd);
+  std::printf("kapsel-guest: vsock hello reply: %s\n", FirstLine(line).c_str());
+}
+
+void Echo(int fd) {
+  static char buf[64 * 1024];
+  while (true) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || !WriteAll(fd, buf, static_cast<size_t>(n))) return;
+  }
+}
+
+[[noreturn]] void VsockEcho(long port) {
+  signal(SIGCHLD, SIG_IGN);  // connection processes are reaped by the kernel
+  int listener = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_vm addr = VsockAddress(VMADDR_CID_ANY, port);
+  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(listener, 64) != 0) {
+    std::printf("kapsel-guest: vsock echo failed: %s\n", std::strerror(errno));
+  } else {
+    std::printf("kapsel-guest: vsock echo port=%ld\n", port);
+  }
+  std::fflush(stdout);
+  while (true) {
+    int fd = listener >= 0 ? accept4(listener, nullptr, nullptr, SOCK_CLOEXEC) : -1;
+    if (fd < 0) {
+      pause();
+      continue;
+    }
+    if (fork() == 0) {
+      Echo(fd);
+      _exit(0);
+    }
+    close(fd);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -128,6 +219,10 @@ int main() {
   ReportDisks(has_flag("kapsel.write_disk"));
   std::string uptime = ReadFile("/proc/uptime");
   std::printf("KAPSEL_GUEST_READY uptime=%s\n", uptime.substr(0, uptime.find(' ')).c_str());
+  std::fflush(stdout);
+
+  if (long port = FlagNumber(cmdline, "kapsel.vsock_hello"); port >= 0) VsockHello(port);
+  if (long port = FlagNumber(cmdline, "kapsel.vsock_echo"); port >= 0) VsockEcho(port);
   std::fflush(stdout);
 
   if (has_flag("kapsel.exit_init")) return 1;  // the kernel panics: "Attempted to kill init"

@@ -93,6 +93,26 @@ TEST(ParseCommandLineTest, DiskOptions) {
               "--disk");
 }
 
+TEST(ParseCommandLineTest, Vsock) {
+  auto config = Parse({"--kernel", "k", "--vsock", "3,/tmp/v.sock"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(config->has_vsock());
+  EXPECT_EQ(config->vsock().guest_cid(), 3u);
+  EXPECT_EQ(config->vsock().uds_path(), "/tmp/v.sock");
+  EXPECT_FALSE(Parse({"--kernel", "k"})->has_vsock());
+  // A path with commas keeps them.
+  EXPECT_EQ(Parse({"--kernel", "k", "--vsock=42,/tmp/a,b"})->vsock().uds_path(), "/tmp/a,b");
+  ExpectError(Parse({"--kernel", "k", "--vsock", "2,/tmp/v.sock"}), "--vsock");
+  ExpectError(Parse({"--kernel", "k", "--vsock", "0,/tmp/v.sock"}), "--vsock");
+  ExpectError(Parse({"--kernel", "k", "--vsock", "4294967295,/tmp/v.sock"}), "--vsock");
+  ExpectError(Parse({"--kernel", "k", "--vsock", "x,/tmp/v.sock"}), "--vsock");
+  ExpectError(Parse({"--kernel", "k", "--vsock", "-3,/tmp/v.sock"}), "--vsock");
+  ExpectError(Parse({"--kernel", "k", "--vsock", "3"}), "--vsock");
+  ExpectError(Parse({"--kernel", "k", "--vsock", "3,"}), "--vsock");
+  ExpectError(Parse({"--kernel", "k", "--vsock", "3,/nonexistent-dir/v.sock"}), "--vsock");
+  ExpectError(Parse({"--kernel", "k", "--vsock", "3,/tmp/" + std::string(100, 'x')}), "--vsock");
+}
+
 TEST(ParseCommandLineTest, MissingKernel) {
   ExpectError(Parse({}), "--kernel");
   ExpectError(Parse({"--mem", "128"}), "--kernel");
