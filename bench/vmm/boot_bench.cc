@@ -4,6 +4,8 @@
 // the guest's marker line, and the VMM's resident memory excluding guest RAM (RssAnon + RssFile;
 // guest RAM is a shared mapping) once the guest is up; for kapsel-vmm also the CPU time from exec
 // to the first KVM_RUN.
+#include <signal.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
