@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <memory>
@@ -58,6 +59,19 @@ int CountOpenFds() {
   while (readdir(dir) != nullptr) ++n;
   closedir(dir);
   return n - 3;  // ".", ".." and the directory's own fd
+}
+
+// Removes `dir` and the files the test created in it (host listeners).
+void RemoveDir(const std::string& dir) {
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+        unlink((dir + "/" + e->d_name).c_str());
+      }
+    }
+    closedir(d);
+  }
+  rmdir(dir.c_str());
 }
 
 struct RxPacket {
@@ -199,7 +213,7 @@ class VsockDeviceTest : public ::testing::Test {
     StopDevice();
     loop_.reset();
     EXPECT_NE(access(path_.c_str(), F_OK), 0) << "the listener's socket file is left behind";
-    rmdir(dir_.c_str());
+    RemoveDir(dir_);
     EXPECT_EQ(CountOpenFds(), fds_before_) << "file descriptors leaked";
   }
 
@@ -663,14 +677,13 @@ TEST(VsockListenerTest, PathInUseStaleOrNotASocket) {
   device = VsockDevice::Create({.guest_cid = 3, .uds_path = path}, loop->get());
   EXPECT_EQ(device.status().code(), absl::StatusCode::kFailedPrecondition) << device.status();
   EXPECT_EQ(access(path.c_str(), F_OK), 0);
-  unlink(path.c_str());
   // Reserved CIDs.
   for (uint64_t cid : {0u, 1u, 2u}) {
     EXPECT_EQ(
         VsockDevice::Create({.guest_cid = cid, .uds_path = path}, loop->get()).status().code(),
         absl::StatusCode::kInvalidArgument);
   }
-  rmdir(dir);
+  RemoveDir(dir);
 }
 
 }  // namespace
