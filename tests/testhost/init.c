@@ -167,6 +167,19 @@ static void loopback_up(void) {
   close(s);
 }
 
+// Makes outer path `outer` visible at the same place in the new root when a fresh tmpfs (/tmp,
+// /run) hides it: a read-only bind of the 9p view.
+static void show_outer(const char* outer) {
+  char inside[4096], host[4096];
+  struct stat st;
+  snprintf(inside, sizeof inside, "/newroot%s", outer);
+  if (stat(inside, &st) == 0) return;
+  snprintf(host, sizeof host, "/host%s", outer);
+  if (stat(host, &st) != 0) return;
+  mkdir_p(inside);
+  mount_or_fail(host, inside, NULL, MS_BIND, NULL);
+}
+
 int main(void) {
   mount("proc", "/proc", "proc", 0, NULL);
   mount("sysfs", "/sys", "sysfs", 0, NULL);
@@ -214,8 +227,11 @@ int main(void) {
   mount_or_fail("tmpfs", "/newroot/tmp", "tmpfs", 0, "mode=1777");
   mount_or_fail("tmpfs", "/newroot/run", "tmpfs", 0, "mode=0755");
 
-  // job.env: the working directory, output directories (9p, read-write), extra tmpfs mounts.
+  // job.env: the working directory, outer paths to show (read-only, even under a fresh tmpfs
+  // such as /tmp), extra tmpfs mounts, output directories (9p, read-write). Shown paths and tmpfs
+  // mounts come first, so that output directories inside them are mounted on top.
   const char* cwd = "/";
+  char* outdirs[64];
   int n_outdir = 0;
   for (char* line = strtok(env_file, "\n"); line; line = strtok(NULL, "\n")) {
     char* value = strchr(line, ' ');
@@ -227,24 +243,21 @@ int main(void) {
     } else if (strcmp(line, "tmpfs") == 0) {
       mkdir_p(path);
       mount_or_fail("tmpfs", path, "tmpfs", 0, "mode=0755");
-    } else if (strcmp(line, "outdir") == 0) {
-      char tag[32];
-      snprintf(tag, sizeof tag, "outdir%d", n_outdir++);
-      mkdir_p(path);
-      mount_or_fail(tag, path, "9p", 0, NINEP_OPTS ",cache=mmap");
+    } else if (strcmp(line, "show") == 0) {
+      show_outer(value);
+    } else if (strcmp(line, "outdir") == 0 && n_outdir < 64) {
+      outdirs[n_outdir++] = value;
     }
+  }
+  for (int i = 0; i < n_outdir; ++i) {
+    char tag[32];
+    snprintf(tag, sizeof tag, "outdir%d", i);
+    snprintf(path, sizeof path, "/newroot%s", outdirs[i]);
+    mkdir_p(path);
+    mount_or_fail(tag, path, "9p", 0, NINEP_OPTS ",cache=mmap");
   }
   // A working directory hidden by a fresh tmpfs (/tmp, /run): show the outer one there, read-only.
-  snprintf(path, sizeof path, "/newroot%s", cwd);
-  struct stat st;
-  if (stat(path, &st) != 0) {
-    char host[4096];
-    snprintf(host, sizeof host, "/host%s", cwd);
-    if (stat(host, &st) == 0) {
-      mkdir_p(path);
-      mount_or_fail(host, path, NULL, MS_BIND, NULL);
-    }
-  }
+  show_outer(cwd);
 
   sethostname("kapsel-testhost", strlen("kapsel-testhost"));
   loopback_up();
