@@ -1,0 +1,91 @@
+#include "guest-agent/container/launch.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "guest-agent/container/clone.h"
+#include "guest-agent/container/sync_channel.h"
+
+namespace kapsel::agent {
+namespace {
+
+// Waits for the launcher (a child without exit signal) through its pidfd.
+void ReapLauncher(int pidfd) {
+  siginfo_t info{};
+  while (waitid(static_cast<idtype_t>(P_PIDFD), pidfd, &info, WEXITED | __WALL) != 0 &&
+         errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<LaunchedProcess> LaunchProcess(child::LaunchSpec spec, const int stdio[3],
+                                              int cgroup_fd, absl::Duration timeout) {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+    return ErrnoError("socketpair for the container process");
+  }
+  UniqueFd agent_end(pair[0]);
+  UniqueFd child_end(pair[1]);
+  UniqueFd dev_null;
+  for (int i = 0; i < 3; ++i) {
+    spec.stdio[i] = stdio[i];
+    if (stdio[i] >= 0) continue;
+    if (!dev_null) {
+      dev_null.reset(open("/dev/null", O_RDWR | O_CLOEXEC));
+      if (!dev_null) return ErrnoError("opening /dev/null for stdio");
+    }
+    spec.stdio[i] = dev_null.get();
+  }
+  spec.sync_fd = child_end.get();
+
+  int launcher_pidfd = -1;
+  pid_t launcher;
+  {
+    ScopedBlockAllSignals blocked;
+    launcher = Clone3(0, 0, cgroup_fd, &launcher_pidfd);
+    if (launcher == 0) child::RunLauncher(spec);
+  }
+  if (launcher < 0) {
+    return ErrnoError(cgroup_fd >= 0 ? "clone3 into the container's cgroup" : "clone3");
+  }
+  UniqueFd launcher_fd(launcher_pidfd);
+  child_end.reset();
+  dev_null.reset();
+
+  absl::StatusOr<std::optional<ReceivedMessage>> received =
+      ReceiveSyncMessageWithTimeout(agent_end.get(), timeout);
+  if (!received.ok()) {
+    syscall(SYS_pidfd_send_signal, launcher_fd.get(), SIGKILL, nullptr, 0);
+    ReapLauncher(launcher_fd.get());
+    return received.status();
+  }
+  ReapLauncher(launcher_fd.get());
+  if (!received->has_value()) {
+    return absl::InternalError("the container process launcher exited without a word");
+  }
+  ReceivedMessage& message = **received;
+  if (message.message.type == SyncType::kError) {
+    return SyncMessageStatus(message.message, "starting the container process");
+  }
+  if (message.message.type != SyncType::kLaunched || !message.fd) {
+    return absl::InternalError(absl::StrCat("unexpected message ",
+                                            static_cast<int>(message.message.type),
+                                            " from the container process launcher"));
+  }
+  LaunchedProcess process;
+  process.pid = static_cast<pid_t>(message.message.value);
+  process.pidfd = std::move(message.fd);
+  process.sync = std::move(agent_end);
+  return process;
+}
+
+}  // namespace kapsel::agent

@@ -1,0 +1,28 @@
+// Agent side of starting a container process: clone the launcher (child_main.h), receive the new
+// process's pid and pidfd, reap the launcher.
+#ifndef KAPSEL_GUEST_AGENT_CONTAINER_LAUNCH_H_
+#define KAPSEL_GUEST_AGENT_CONTAINER_LAUNCH_H_
+
+#include <sys/types.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/unique_fd.h"
+#include "guest-agent/container/child_main.h"
+
+namespace kapsel::agent {
+
+struct LaunchedProcess {
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  UniqueFd sync;  // the agent's end of the sync socket; the process holds the other until execve
+};
+
+// spec.sync_fd and spec.stdio are filled in here (stdio: -1 becomes /dev/null). The launcher
+// starts in the cgroup of cgroup_fd, so the process does too.
+absl::StatusOr<LaunchedProcess> LaunchProcess(child::LaunchSpec spec, const int stdio[3],
+                                              int cgroup_fd, absl::Duration timeout);
+
+}  // namespace kapsel::agent
+
+#endif  // KAPSEL_GUEST_AGENT_CONTAINER_LAUNCH_H_
