@@ -40,8 +40,8 @@ void Send(SyncType type) {
   const InitPlan& plan = *spec.init;
   ResetSignals();
   umask(0);
+  WaitFor(SyncType::kProceed, "waiting for the agent");
   if (plan.new_user_namespace) {
-    WaitFor(SyncType::kMapsWritten, "waiting for the user namespace mappings");
     // Become root of the new namespace where it is mapped; drop the agent's groups.
     if (setresgid(0, 0, 0) != 0 && errno != EINVAL) Fail(errno, "setresgid(0) in the user ns");
     if (setresuid(0, 0, 0) != 0 && errno != EINVAL) Fail(errno, "setresuid(0) in the user ns");
@@ -72,6 +72,7 @@ void Send(SyncType type) {
   const ProcessPlan& plan = *spec.exec;
   ResetSignals();
   umask(0);
+  WaitFor(SyncType::kProceed, "waiting for the agent");
   int tty = -1;
   if (plan.terminal) {
     int pts = 0;

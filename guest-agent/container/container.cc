@@ -117,18 +117,13 @@ absl::Status Container::CreateInit(std::unique_ptr<InitPlan> plan,
                    LaunchProcess(launch, stdio, cgroup_->dir_fd(), options.timeout));
   init_pid_ = process.pid;
   init_pidfd_ = std::move(process.pidfd);
-  sync_ = std::move(process.sync);
-
   if (plan->id_map) {
     std::string proc = absl::StrCat("/proc/", init_pid_);
     RETURN_IF_ERROR(WriteSmallFile(proc + "/uid_map", plan->id_map->uid_map));
     RETURN_IF_ERROR(WriteSmallFile(proc + "/gid_map", plan->id_map->gid_map));
-    SyncMessage message;
-    message.type = SyncType::kMapsWritten;
-    if (int err = SendSyncMessage(sync_.get(), message); err != 0) {
-      return ErrnoError(err, "telling the container init that its id mappings are written");
-    }
   }
+  RETURN_IF_ERROR(SendProceed(process));
+  sync_ = std::move(process.sync);
   for (;;) {
     ASSIGN_OR_RETURN(std::optional<ReceivedMessage> received,
                      ReceiveSyncMessageWithTimeout(sync_.get(), options.timeout));
@@ -214,6 +209,10 @@ absl::StatusOr<ExecResult> Container::Exec(const oci::v1::Process& process,
                    LaunchProcess(launch, fds, cgroup_->dir_fd(), timeout_));
   ExecResult result;
   result.pid = launched.pid;
+  if (absl::Status status = SendProceed(launched); !status.ok()) {
+    PidfdSignal(launched.pidfd.get(), SIGKILL);
+    return status;
+  }
   for (;;) {
     absl::StatusOr<std::optional<ReceivedMessage>> received =
         ReceiveSyncMessageWithTimeout(launched.sync.get(), timeout_);

@@ -88,4 +88,13 @@ absl::StatusOr<LaunchedProcess> LaunchProcess(child::LaunchSpec spec, const int 
   return process;
 }
 
+absl::Status SendProceed(const LaunchedProcess& process) {
+  SyncMessage message;
+  message.type = SyncType::kProceed;
+  if (int err = SendSyncMessage(process.sync.get(), message); err != 0) {
+    return ErrnoError(err, "telling the container process to go on");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace kapsel::agent

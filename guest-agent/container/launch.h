@@ -19,9 +19,13 @@ struct LaunchedProcess {
 };
 
 // spec.sync_fd and spec.stdio are filled in here (stdio: -1 becomes /dev/null). The launcher
-// starts in the cgroup of cgroup_fd, so the process does too.
+// starts in the cgroup of cgroup_fd, so the process does too. The process waits for
+// SendProceed() before it does anything.
 absl::StatusOr<LaunchedProcess> LaunchProcess(child::LaunchSpec spec, const int stdio[3],
                                               int cgroup_fd, absl::Duration timeout);
+
+// Lets the launched process go on (SyncType::kProceed).
+absl::Status SendProceed(const LaunchedProcess& process);
 
 }  // namespace kapsel::agent
 

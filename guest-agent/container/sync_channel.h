@@ -20,8 +20,11 @@ enum class SyncType : uint32_t {
   kPtyMaster = 3,  // fd: the pty master
   kReady = 4,      // the init is set up and waits for kStart
   // agent -> child
-  kMapsWritten = 10,  // uid_map/gid_map are written
-  kStart = 11,        // exec the process
+  // The agent has the process's pid (from the launcher) and wrote its id maps if it has a new
+  // user namespace: the process may go on. It says nothing before this, so that nothing it
+  // sends can overtake the launcher's kLaunched.
+  kProceed = 10,
+  kStart = 11,  // exec the process
 };
 
 struct SyncMessage {

@@ -11,8 +11,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
-#include <map>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -111,6 +111,7 @@ void ContainerTest::SetUp() {
   char tmpl[] = "/tmp/kapsel-ct-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   dir_ = tmpl;
+  ASSERT_EQ(chmod(dir_.c_str(), 0755), 0);  // user-namespaced containers must reach the rootfs
   rootfs_ = dir_ + "/rootfs";
   for (const char* sub : {"", "/bin", "/proc", "/sys", "/dev", "/tmp", "/etc", "/root", "/mnt"}) {
     ASSERT_EQ(mkdir((rootfs_ + sub).c_str(), 0755), 0) << sub;

@@ -254,6 +254,28 @@ TEST_F(ContainerTest, PauseResumeAndDestroy) {
   EXPECT_FALSE((*c)->Pids().ok());
 }
 
+TEST_F(ContainerTest, DestroyWhilePaused) {
+  absl::StatusOr<std::unique_ptr<Container>> c =
+      Container::Create("frozen", BaseSpec({"sleep", "100"}), Options());
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Start().ok());
+  oci::v1::Process process;
+  process.add_args("sleep");
+  process.add_args("100");
+  absl::StatusOr<ExecResult> exec = (*c)->Exec(process, {});
+  ASSERT_TRUE(exec.ok()) << exec.status();
+  absl::StatusOr<std::vector<pid_t>> pids = (*c)->Pids();
+  ASSERT_TRUE(pids.ok());
+  EXPECT_THAT(*pids, ::testing::UnorderedElementsAre((*c)->init_pid(), exec->pid));
+  ASSERT_TRUE((*c)->Pause().ok());
+  ASSERT_TRUE((*c)->Destroy().ok());
+  for (pid_t pid : {exec->pid, (*c)->init_pid()}) {
+    int status = WaitForExit(pid, absl::Seconds(10));
+    ASSERT_TRUE(WIFSIGNALED(status)) << pid << ": " << status;
+    EXPECT_EQ(WTERMSIG(status), SIGKILL);
+  }
+}
+
 TEST_F(ContainerTest, MemoryLimitNeedsTheController) {
   oci::v1::Spec spec = BaseSpec({"true"});
   spec.mutable_linux()->mutable_resources()->mutable_memory()->set_limit(64 << 20);
