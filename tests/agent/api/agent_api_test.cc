@@ -1,0 +1,168 @@
+// kapsel-agent served on a Unix socket (`--listen unix:PATH`), driven through its ttrpc API and
+// stdio streams exactly as the shim drives it over vsock.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/agent/agent.pb.h"
+#include "common/ttrpc/client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/agent_session.h"
+#include "tests/support/subprocess.h"
+
+namespace kapsel::agent {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::string kAgent = KAPSEL_BIN_DIR "/kapsel-agent";
+constexpr char kService[] = "kapsel.agent.v1.Agent";
+
+// This machine's cgroup2 hierarchy (controller-less on a v1 host, where limits cannot be tested).
+std::string Cgroup2Mount() {
+  for (const char* path : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+    struct stat st;
+    if (stat(absl::StrCat(path, "/cgroup.procs").c_str(), &st) == 0) return path;
+  }
+  return "/sys/fs/cgroup";
+}
+
+class AgentApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/kapsel-agent-test-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    socket_ = dir_ + "/agent.sock";
+    cgroup_root_ = absl::StrCat(Cgroup2Mount(), "/kapsel-agent-test-", getpid());
+    ASSERT_EQ(mkdir(cgroup_root_.c_str(), 0755), 0) << cgroup_root_;
+    auto agent = testing::Subprocess::Start(
+        {kAgent, "--listen", "unix:" + socket_, "--cgroup-root", cgroup_root_});
+    ASSERT_TRUE(agent.ok()) << agent.status();
+    agent_ = *std::move(agent);
+    ASSERT_TRUE(agent_->WaitForOutput("serving on", absl::Seconds(10)));
+    auto client = ttrpc::Client::Dial("unix:" + socket_);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+  }
+
+  void TearDown() override {
+    client_.reset();
+    if (agent_) {
+      agent_->Signal(SIGTERM);
+      testing::ProcessResult r = agent_->Wait(absl::Seconds(10));
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+    }
+    // The agent removes its sockets when it stops.
+    struct stat st;
+    EXPECT_NE(stat(socket_.c_str(), &st), 0);
+    EXPECT_NE(stat((socket_ + ".stdio").c_str(), &st), 0);
+    if (!rootfs_.empty())
+      testing::RunProcess({"rm", "-rf", rootfs_}, absl::Seconds(30)).IgnoreError();
+    rmdir(dir_.c_str());
+    // Every container cgroup was removed.
+    EXPECT_EQ(rmdir(cgroup_root_.c_str()), 0) << cgroup_root_ << " is not empty";
+  }
+
+  // A busybox root filesystem for containers (made on first use).
+  v1::Rootfs Rootfs() {
+    if (rootfs_.empty()) {
+      rootfs_ = dir_ + "/rootfs";
+      auto made = testing::RunProcess(
+          {KAPSEL_SOURCE_DIR "/tests/support/make-test-rootfs", rootfs_}, absl::Seconds(60));
+      EXPECT_TRUE(made.ok() && made->exit_code == 0);
+    }
+    v1::Rootfs rootfs;
+    rootfs.mutable_guest_path()->set_path(rootfs_);
+    return rootfs;
+  }
+
+  absl::StatusOr<testing::ContainerRun> Run(const std::string& id, std::vector<std::string> args,
+                                            std::optional<std::string> input = std::nullopt) {
+    absl::StatusOr<oci::v1::Spec> spec = testing::DefaultSpec(args);
+    if (!spec.ok()) return spec.status();
+    auto session = testing::AgentSession::Connect("unix:" + socket_, absl::Seconds(10));
+    if (!session.ok()) return session.status();
+    return (*session)->RunContainer(id, *spec, Rootfs(), input);
+  }
+
+  std::string dir_;
+  std::string socket_;
+  std::string cgroup_root_;
+  std::string rootfs_;
+  std::unique_ptr<testing::Subprocess> agent_;
+  std::unique_ptr<ttrpc::Client> client_;
+};
+
+TEST_F(AgentApiTest, HealthReportsTheApiVersion) {
+  v1::HealthResponse health;
+  ASSERT_TRUE(client_->Call(kService, "Health", v1::HealthRequest(), &health).ok());
+  EXPECT_EQ(health.api_version(), 1u);
+  EXPECT_FALSE(health.version().empty());
+}
+
+TEST_F(AgentApiTest, UnknownProcessesAreNotFound) {
+  v1::ProcessRequest request;
+  request.set_container_id("nope");
+  v1::WaitProcessResponse wait;
+  absl::Status status = client_->Call(kService, "WaitProcess", request, &wait);
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  v1::SignalProcessRequest signal;
+  signal.set_container_id("nope");
+  signal.set_signal(SIGTERM);
+  v1::Empty empty;
+  EXPECT_EQ(client_->Call(kService, "SignalProcess", signal, &empty).code(),
+            absl::StatusCode::kNotFound);
+  signal.set_signal(0);
+  EXPECT_EQ(client_->Call(kService, "SignalProcess", signal, &empty).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(AgentApiTest, SandboxChangesNeedInitButAnEmptySandboxIsFine) {
+  v1::Empty empty;
+  EXPECT_TRUE(client_->Call(kService, "CreateSandbox", v1::CreateSandboxRequest(), &empty).ok());
+  v1::CreateSandboxRequest request;
+  request.set_hostname("elsewhere");
+  absl::Status status = client_->Call(kService, "CreateSandbox", request, &empty);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+}
+
+TEST_F(AgentApiTest, GarbageRequestsGetErrorsAndTheAgentKeepsServing) {
+  absl::StatusOr<std::string> garbage =
+      client_->CallRaw(kService, "Health", std::string("\xff\xff\xff\xff", 4));
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->CallRaw(kService, "NoSuchMethod", "").status().code(),
+            absl::StatusCode::kUnimplemented);
+  v1::HealthResponse health;
+  EXPECT_TRUE(client_->Call(kService, "Health", v1::HealthRequest(), &health).ok());
+}
+
+TEST_F(AgentApiTest, RunsContainersWithOutputExitCodesAndStdin) {
+  auto hello = Run("hello", {"echo", "hello from kapsel-agent"});
+  ASSERT_TRUE(hello.ok()) << hello.status();
+  EXPECT_EQ(hello->out, "hello from kapsel-agent\n");
+  EXPECT_EQ(hello->exit_status, 0) << hello->err;
+  auto three = Run("three", {"sh", "-c", "echo oops >&2; exit 3"});
+  ASSERT_TRUE(three.ok()) << three.status();
+  EXPECT_EQ(three->exit_status, 3);
+  EXPECT_EQ(three->err, "oops\n");
+  auto piped = Run("piped", {"sh", "-c", "cat; echo pid=$$"}, "through stdin\n");
+  ASSERT_TRUE(piped.ok()) << piped.status();
+  EXPECT_EQ(piped->out, "through stdin\npid=1\n");
+}
+
+TEST_F(AgentApiTest, DestroySandboxStopsTheAgent) {
+  v1::Empty empty;
+  ASSERT_TRUE(client_->Call(kService, "DestroySandbox", v1::DestroySandboxRequest(), &empty).ok());
+  testing::ProcessResult r = agent_->Wait(absl::Seconds(10));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("shutting down"));
+  agent_.reset();
+}
+
+}  // namespace
+}  // namespace kapsel::agent
