@@ -125,8 +125,13 @@ absl::Status Container::CreateInit(std::unique_ptr<InitPlan> plan,
   RETURN_IF_ERROR(SendProceed(process));
   sync_ = std::move(process.sync);
   for (;;) {
-    ASSIGN_OR_RETURN(std::optional<ReceivedMessage> received,
-                     ReceiveSyncMessageWithTimeout(sync_.get(), options.timeout));
+    absl::StatusOr<std::optional<ReceivedMessage>> waited =
+        ReceiveSyncMessageWithTimeout(sync_.get(), options.timeout);
+    if (absl::IsDeadlineExceeded(waited.status())) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(waited.status().message(), " (", DescribeStuck(process.pid), ")"));
+    }
+    ASSIGN_OR_RETURN(std::optional<ReceivedMessage> received, std::move(waited));
     if (!received) return absl::InternalError("the container init exited during setup");
     switch (received->message.type) {
       case SyncType::kReady:

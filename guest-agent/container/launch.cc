@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -25,7 +27,28 @@ void ReapLauncher(int pidfd) {
   }
 }
 
+std::string ReadProcFile(pid_t pid, const char* name) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/", name));
+  std::string text;
+  std::getline(in, text, '\0');
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
+std::string DescribeStuckImpl(pid_t pid, int depth) {
+  std::string text = absl::StrCat("pid ", pid, ": wchan ", ReadProcFile(pid, "wchan"), ", syscall ",
+                                  ReadProcFile(pid, "syscall").substr(0, 40));
+  if (depth < 2) {
+    std::istringstream children(ReadProcFile(pid, absl::StrCat("task/", pid, "/children").c_str()));
+    pid_t child;
+    while (children >> child) absl::StrAppend(&text, "; ", DescribeStuckImpl(child, depth + 1));
+  }
+  return text;
+}
+
 }  // namespace
+
+std::string DescribeStuck(pid_t pid) { return DescribeStuckImpl(pid, 0); }
 
 absl::StatusOr<LaunchedProcess> LaunchProcess(child::LaunchSpec spec, const int stdio[3],
                                               int cgroup_fd, absl::Duration timeout) {
@@ -64,9 +87,12 @@ absl::StatusOr<LaunchedProcess> LaunchProcess(child::LaunchSpec spec, const int 
   absl::StatusOr<std::optional<ReceivedMessage>> received =
       ReceiveSyncMessageWithTimeout(agent_end.get(), timeout);
   if (!received.ok()) {
+    const std::string stuck = absl::IsDeadlineExceeded(received.status())
+                                  ? absl::StrCat(" (", DescribeStuck(launcher), ")")
+                                  : "";
     syscall(SYS_pidfd_send_signal, launcher_fd.get(), SIGKILL, nullptr, 0);
     ReapLauncher(launcher_fd.get());
-    return received.status();
+    return absl::Status(received.status().code(), absl::StrCat(received.status().message(), stuck));
   }
   ReapLauncher(launcher_fd.get());
   if (!received->has_value()) {

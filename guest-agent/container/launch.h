@@ -5,6 +5,8 @@
 
 #include <sys/types.h>
 
+#include <string>
+
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
@@ -26,6 +28,10 @@ absl::StatusOr<LaunchedProcess> LaunchProcess(child::LaunchSpec spec, const int 
 
 // Lets the launched process go on (SyncType::kProceed).
 absl::Status SendProceed(const LaunchedProcess& process);
+
+// For errors about a container process that does not answer: what it (and its children) wait
+// for in the kernel, "pid N: wchan W, syscall S; ...".
+std::string DescribeStuck(pid_t pid);
 
 }  // namespace kapsel::agent
 

@@ -78,7 +78,7 @@ absl::StatusOr<ContainerRun> AgentSession::RunContainer(const std::string& id,
   *create.mutable_rootfs() = rootfs;
   create.set_stdin(input.has_value());
   agent::v1::CreateContainerResponse created;
-  RETURN_IF_ERROR(Call("CreateContainer", create, &created));
+  RETURN_IF_ERROR(Call("CreateContainer", create, &created, absl::Minutes(2)));
   ASSIGN_OR_RETURN(UniqueFd out, Stdio(id, "", StdioHello::STDOUT));
   ASSIGN_OR_RETURN(UniqueFd err, Stdio(id, "", StdioHello::STDERR));
   UniqueFd in;
