@@ -6,7 +6,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <iterator>
 
 #include "common/agent/agent.pb.h"
 #include "common/status.h"
@@ -105,14 +107,25 @@ void StdioRouter::AcceptLoop() {
 }
 
 void StdioRouter::Spawn(std::function<void()> work, std::vector<int> fds_to_cut) {
-  absl::MutexLock lock(&mu_);
-  if (shutting_down_) return;
-  for (int fd : fds_to_cut) live_fds_.push_back(fd);
-  threads_.emplace_back([this, work = std::move(work), fds_to_cut] {
-    work();
+  std::vector<Worker> finished;
+  {
     absl::MutexLock lock(&mu_);
-    for (int fd : fds_to_cut) std::erase(live_fds_, fd);
-  });
+    if (shutting_down_) return;
+    auto still_running = std::partition(workers_.begin(), workers_.end(),
+                                        [](const Worker& w) { return !w.done->load(); });
+    std::move(still_running, workers_.end(), std::back_inserter(finished));
+    workers_.erase(still_running, workers_.end());
+    for (int fd : fds_to_cut) live_fds_.push_back(fd);
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    workers_.push_back({std::thread([this, work = std::move(work), fds_to_cut, done] {
+                          work();
+                          absl::MutexLock lock(&mu_);
+                          for (int fd : fds_to_cut) std::erase(live_fds_, fd);
+                          done->store(true);
+                        }),
+                        done});
+  }
+  for (Worker& w : finished) w.thread.join();
 }
 
 void StdioRouter::HandleConnection(UniqueFd connection) {
@@ -200,16 +213,19 @@ void StdioRouter::HandleConnection(UniqueFd connection) {
 }
 
 void StdioRouter::Shutdown() {
-  std::vector<std::thread> threads;
   {
     absl::MutexLock lock(&mu_);
-    if (shutting_down_ && threads_.empty() && !accept_thread_.joinable()) return;
     shutting_down_ = true;
-    for (int fd : live_fds_) shutdown(fd, SHUT_RDWR);
-    threads.swap(threads_);
   }
+  // The accept thread may still be spawning copiers: stop it first, then cut and join them.
   if (accept_thread_.joinable()) accept_thread_.join();
-  for (std::thread& t : threads) t.join();
+  std::vector<Worker> workers;
+  {
+    absl::MutexLock lock(&mu_);
+    for (int fd : live_fds_) shutdown(fd, SHUT_RDWR);
+    workers.swap(workers_);
+  }
+  for (Worker& w : workers) w.thread.join();
 }
 
 }  // namespace kapsel::agent

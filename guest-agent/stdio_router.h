@@ -6,6 +6,7 @@
 #ifndef KAPSEL_GUEST_AGENT_STDIO_ROUTER_H_
 #define KAPSEL_GUEST_AGENT_STDIO_ROUTER_H_
 
+#include <atomic>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -38,7 +39,12 @@ class StdioRouter {
   std::thread accept_thread_;
   absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  // Copier threads; finished ones are joined when the next starts, the rest on Shutdown.
+  std::vector<Worker> workers_ ABSL_GUARDED_BY(mu_);
   std::vector<int> live_fds_ ABSL_GUARDED_BY(mu_);  // connections to shut down on Shutdown
 };
 
