@@ -1,7 +1,6 @@
 #include "guest-agent/container/child_main.h"
 
 #include <fcntl.h>
-#include <grp.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -43,9 +42,9 @@ void Send(SyncType type) {
   WaitFor(SyncType::kProceed, "waiting for the agent");
   if (plan.new_user_namespace) {
     // Become root of the new namespace where it is mapped; drop the agent's groups.
-    if (setresgid(0, 0, 0) != 0 && errno != EINVAL) Fail(errno, "setresgid(0) in the user ns");
-    if (setresuid(0, 0, 0) != 0 && errno != EINVAL) Fail(errno, "setresuid(0) in the user ns");
-    setgroups(0, nullptr);
+    if (SetResGid(0) != 0 && errno != EINVAL) Fail(errno, "setresgid(0) in the user ns");
+    if (SetResUid(0) != 0 && errno != EINVAL) Fail(errno, "setresuid(0) in the user ns");
+    SetGroups(0, nullptr);
   }
   SetupRootfs(plan);
   WriteSysctls(plan);

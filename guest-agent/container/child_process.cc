@@ -1,7 +1,6 @@
 #include "guest-agent/container/child_process.h"
 
 #include <fcntl.h>
-#include <grp.h>
 #include <linux/capability.h>
 #include <linux/seccomp.h>
 #include <sys/ioctl.h>
@@ -97,11 +96,11 @@ void PrepareProcess(const ProcessPlan& plan, const int stdio[3], int tty) {
     }
     if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) Fail(errno, "PR_SET_KEEPCAPS");
   }
-  if (setgroups(plan.additional_gids.size(), plan.additional_gids.data()) != 0) {
+  if (SetGroups(plan.additional_gids.size(), plan.additional_gids.data()) != 0) {
     Fail(errno, "setgroups for process.user.additionalGids");
   }
-  if (setresgid(plan.gid, plan.gid, plan.gid) != 0) Fail(errno, "setting process.user.gid");
-  if (setresuid(plan.uid, plan.uid, plan.uid) != 0) Fail(errno, "setting process.user.uid");
+  if (SetResGid(plan.gid) != 0) Fail(errno, "setting process.user.gid");
+  if (SetResUid(plan.uid) != 0) Fail(errno, "setting process.user.uid");
   if (plan.capabilities) {
     if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) Fail(errno, "PR_SET_KEEPCAPS");
     const CapabilitySets& caps = *plan.capabilities;

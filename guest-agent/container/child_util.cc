@@ -180,6 +180,14 @@ int OpenInRoot(int root_fd, const char* path, Create create) {
   return parent;
 }
 
+int SetGroups(size_t count, const gid_t* gids) {
+  return static_cast<int>(syscall(SYS_setgroups, count, gids));
+}
+
+int SetResGid(gid_t gid) { return static_cast<int>(syscall(SYS_setresgid, gid, gid, gid)); }
+
+int SetResUid(uid_t uid) { return static_cast<int>(syscall(SYS_setresuid, uid, uid, uid)); }
+
 int WriteFile(const char* path, const char* value) {
   int fd = open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0) return errno;

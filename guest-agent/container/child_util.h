@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <sys/types.h>
+
 namespace kapsel::agent::child {
 
 // The socket Fail() reports on (set first thing in each child).
@@ -52,6 +54,16 @@ void InstallStdio(const int fds[3]);
 // the resolved path, or -errno.
 enum class Create { kNothing, kDirectory, kFile };
 int OpenInRoot(int root_fd, const char* path, Create create);
+
+// setgroups, setresgid and setresuid as bare system calls (0 or -1 with errno). glibc's wrappers
+// must not be used here: in a process it believes multi-threaded (a raw clone of the agent keeps
+// the agent's thread list) they broadcast SIGSETXID with tgkill(getpid(), tid) to the agent's
+// thread ids, which in the child's pid namespace can name the child itself (the agent as PID 1:
+// its main thread's tid 1 is the container init's pid), and then retry forever. The kernel
+// calls change only the calling thread's credentials, which is all a child has.
+int SetGroups(size_t count, const gid_t* gids);
+int SetResGid(gid_t gid);
+int SetResUid(uid_t uid);
 
 // Writes a whole string to a file; returns 0 or errno.
 int WriteFile(const char* path, const char* value);

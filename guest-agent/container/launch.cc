@@ -35,9 +35,36 @@ std::string ReadProcFile(pid_t pid, const char* name) {
   return text;
 }
 
+// "user U system S" (clock ticks) from /proc/PID/stat: where a running process spends its time.
+std::string CpuTimes(pid_t pid) {
+  std::string stat = ReadProcFile(pid, "stat");
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return "";
+  std::istringstream fields(stat.substr(paren + 1));
+  std::string field;
+  std::string utime;
+  std::string stime;
+  // After "(comm)": state is field 3; utime and stime are fields 14 and 15.
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = field;
+    if (i == 15) stime = field;
+  }
+  return absl::StrCat(", user ", utime, " system ", stime, " ticks");
+}
+
 std::string DescribeStuckImpl(pid_t pid, int depth) {
+  std::string syscall_line = ReadProcFile(pid, "syscall");
   std::string text = absl::StrCat("pid ", pid, ": wchan ", ReadProcFile(pid, "wchan"), ", syscall ",
-                                  ReadProcFile(pid, "syscall").substr(0, 40));
+                                  syscall_line.substr(0, 40), CpuTimes(pid));
+  if (syscall_line == "running") {
+    // On a CPU (a busy loop): stopped for a moment, it shows its system call (or -1) and the
+    // user stack and instruction pointers, which addr2line on an unstripped agent turns into code.
+    if (kill(pid, SIGSTOP) == 0) {
+      usleep(100 * 1000);
+      absl::StrAppend(&text, ", when stopped: ", ReadProcFile(pid, "syscall"));
+      kill(pid, SIGCONT);
+    }
+  }
   if (depth < 2) {
     std::istringstream children(ReadProcFile(pid, absl::StrCat("task/", pid, "/children").c_str()));
     pid_t child;

@@ -30,7 +30,8 @@ absl::StatusOr<LaunchedProcess> LaunchProcess(child::LaunchSpec spec, const int 
 absl::Status SendProceed(const LaunchedProcess& process);
 
 // For errors about a container process that does not answer: what it (and its children) wait
-// for in the kernel, "pid N: wchan W, syscall S; ...".
+// for in the kernel, "pid N: wchan W, syscall S, user U system S ticks; ..."; a process busy on
+// a CPU is stopped for a moment to show its system call and instruction pointer.
 std::string DescribeStuck(pid_t pid);
 
 }  // namespace kapsel::agent

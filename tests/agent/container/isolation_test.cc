@@ -2,12 +2,15 @@
 // masked/read-only paths, read-only root, bind mounts, user namespaces, symlinks that try to
 // leave the rootfs, device rules, sysctls, and specs kapsel refuses. Needs root.
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -174,6 +177,48 @@ TEST_F(IsolationTest, UserGroupsUmaskAndCwd) {
   spec.mutable_process()->set_cwd("/tmp");
   RunResult result = MustRun(spec);
   EXPECT_EQ(result.out, "uid=1000(user) gid=1000(user) groups=2000(extra)\n0027\n/tmp\n640\n");
+}
+
+// As in the guest, where the agent is PID 1: the container is created by a thread other than
+// the main one, whose tid (1) is also the container init's pid in its own pid namespace. The
+// credential calls in the init must not go through glibc's set*id broadcast (it would signal
+// "thread 1" of the agent's thread list, which there is the init itself, forever).
+TEST_F(IsolationTest, UserAndGroupsWhenTheCreatorsMainThreadIsPid1) {
+  oci::v1::Spec spec = BaseSpec({"id"});
+  oci::v1::User* user = spec.mutable_process()->mutable_user();
+  user->set_uid(1000);
+  user->set_gid(1000);
+  user->add_additional_gids(2000);
+  int report[2];
+  ASSERT_EQ(pipe2(report, O_CLOEXEC), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // A fresh single-threaded process; its child is PID 1 of a new pid namespace (with its own
+    // /proc, so that the pids the container code reads there are its own).
+    if (unshare(CLONE_NEWPID | CLONE_NEWNS) != 0) _exit(2);
+    pid_t init = fork();
+    if (init < 0) _exit(3);
+    if (init > 0) _exit(WaitForExit(init, absl::Seconds(120)) == 0 ? 0 : 4);
+    if (mount(nullptr, "/", nullptr, MS_PRIVATE | MS_REC, nullptr) != 0 ||
+        mount("proc", "/proc", "proc", 0, nullptr) != 0) {
+      _exit(5);
+    }
+    std::string text;
+    std::thread creator([&] {
+      absl::StatusOr<RunResult> result = Run(spec);
+      text = result.ok() ? absl::StrCat("status ", result->status, "\n", result->out)
+                         : std::string(result.status().ToString());
+    });
+    creator.join();
+    ssize_t written = write(report[1], text.data(), text.size());
+    _exit(written == static_cast<ssize_t>(text.size()) ? 0 : 6);
+  }
+  close(report[1]);
+  std::string text = ReadAll(report[0], absl::Seconds(120));
+  close(report[0]);
+  EXPECT_EQ(WaitForExit(child, absl::Seconds(30)), 0);
+  EXPECT_EQ(text, "status 0\nuid=1000(user) gid=1000(user) groups=2000(extra)\n");
 }
 
 TEST_F(IsolationTest, MissingCwdIsAnError) {
