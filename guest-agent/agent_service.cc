@@ -504,7 +504,8 @@ absl::StatusOr<v1::OomEvent> AgentService::GetOomEvent(const ttrpc::CallContext&
 }
 
 void AgentService::OnChildExit(pid_t pid, int wait_status) {
-  processes_->OnExit(pid, wait_status);
+  // The container first, then the process table: a client that saw the exit through WaitProcess
+  // must find the container stopped (RemoveContainer right after WaitProcess).
   std::vector<std::shared_ptr<Container>> containers;
   {
     absl::MutexLock lock(&mu_);
@@ -513,6 +514,7 @@ void AgentService::OnChildExit(pid_t pid, int wait_status) {
   for (auto& container : containers) {
     if (container->OnExit(pid, wait_status)) break;
   }
+  processes_->OnExit(pid, wait_status);
 }
 
 void AgentService::DestroyAll() {

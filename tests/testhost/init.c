@@ -168,16 +168,25 @@ static void loopback_up(void) {
 }
 
 // Makes outer path `outer` visible at the same place in the new root when a fresh tmpfs (/tmp,
-// /run) hides it: a read-only bind of the 9p view.
+// /run) hides it, like the rest of the outer root: readable, and writable with writes thrown away
+// (an overlay of the 9p view with a tmpfs upper layer).
 static void show_outer(const char* outer) {
-  char inside[4096], host[4096];
+  static int shown = 0;
+  char inside[4096], host[4096], layer[64], options[8400];
   struct stat st;
   snprintf(inside, sizeof inside, "/newroot%s", outer);
   if (stat(inside, &st) == 0) return;
   snprintf(host, sizeof host, "/host%s", outer);
   if (stat(host, &st) != 0) return;
   mkdir_p(inside);
-  mount_or_fail(host, inside, NULL, MS_BIND, NULL);
+  snprintf(layer, sizeof layer, "/rw/show%d", shown++);
+  snprintf(options, sizeof options, "%s/upper", layer);
+  mkdir_p(options);
+  snprintf(options, sizeof options, "%s/work", layer);
+  mkdir_p(options);
+  snprintf(options, sizeof options, "lowerdir=%s,upperdir=%s/upper,workdir=%s/work", host, layer,
+           layer);
+  mount_or_fail("overlay", inside, "overlay", 0, options);
 }
 
 int main(void) {
