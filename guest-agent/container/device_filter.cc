@@ -127,26 +127,52 @@ absl::StatusOr<std::vector<BpfInstruction>> CompileDeviceRules(const DeviceRules
   return program;
 }
 
-absl::Status ApplyDeviceRules(const DeviceRules& rules, int cgroup_fd, UniqueFd* attached) {
+DeviceRules WithDefaultDevices(const DeviceRules& rules) {
+  DeviceRules all = rules;
+  if (rules.empty()) return all;
+  struct Default {
+    int64_t major;
+    int64_t minor;  // -1: any
+  };
+  // null, zero, full, random, urandom, tty, console, ptmx, and the pty slaves.
+  constexpr Default kDefaults[] = {{1, 3}, {1, 5}, {1, 7}, {1, 8},   {1, 9},
+                                   {5, 0}, {5, 1}, {5, 2}, {136, -1}};
+  for (const Default& d : kDefaults) {
+    oci::v1::DeviceCgroup* allow = all.Add();
+    allow->set_allow(true);
+    allow->set_type("c");
+    allow->set_major(d.major);
+    if (d.minor >= 0) allow->set_minor(d.minor);
+    allow->set_access("rwm");
+  }
+  return all;
+}
+
+absl::Status ApplyDeviceRules(const DeviceRules& spec_rules, int cgroup_fd, UniqueFd* attached) {
+  const DeviceRules rules = WithDefaultDevices(spec_rules);
   ASSIGN_OR_RETURN(std::vector<BpfInstruction> program, CompileDeviceRules(rules));
   if (program.empty()) return absl::OkStatus();
   static const char kLicense[] = "Apache-2.0";
-  char log[4096] = {};
+  char log[16384] = {};
   bpf_attr load;
   memset(&load, 0, sizeof load);
   load.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
   load.insns = reinterpret_cast<uint64_t>(program.data());
   load.insn_cnt = static_cast<uint32_t>(program.size());
   load.license = reinterpret_cast<uint64_t>(kLicense);
-  load.log_buf = reinterpret_cast<uint64_t>(log);
-  load.log_size = sizeof log;
-  load.log_level = 1;
   UniqueFd prog(static_cast<int>(Bpf(BPF_PROG_LOAD, &load)));
   if (!prog) {
+    // Load again with the verifier's log, for the error (a log that does not fit its buffer
+    // fails the load by itself, so the first attempt goes without).
+    const int err = errno;
+    load.log_buf = reinterpret_cast<uint64_t>(log);
+    load.log_size = sizeof log;
+    load.log_level = 1;
+    UniqueFd again(static_cast<int>(Bpf(BPF_PROG_LOAD, &load)));
     return ErrnoError(
-        absl::StrCat("linux.resources.devices: loading the cgroup device program (needs "
-                     "CONFIG_CGROUP_BPF; verifier: ",
-                     log, ")"));
+        err, absl::StrCat("linux.resources.devices: loading the cgroup device program (needs "
+                          "CONFIG_CGROUP_BPF; verifier: ",
+                          log, ")"));
   }
   bpf_attr attach;
   memset(&attach, 0, sizeof attach);

@@ -35,8 +35,15 @@ static_assert(sizeof(BpfInstruction) == sizeof(bpf_insn));
 // The program for the rules (empty rules: an empty program).
 absl::StatusOr<std::vector<BpfInstruction>> CompileDeviceRules(const DeviceRules& rules);
 
-// Loads the program for `rules` and attaches it to the cgroup; a program attached before
-// (*attached) is detached afterwards and *attached replaced. Empty rules change nothing.
+// `rules` followed by allow rules for the devices every container gets (the OCI runtime spec's
+// default devices: null, zero, full, random, urandom, tty, console, ptmx, and /dev/pts/*), so a
+// deny-all rule (containerd's and runc's default specs have only that) leaves them usable, as
+// runc does. Empty rules stay empty (no device program at all).
+DeviceRules WithDefaultDevices(const DeviceRules& rules);
+
+// Loads the program for WithDefaultDevices(`rules`) and attaches it to the cgroup; a program
+// attached before (*attached) is detached afterwards and *attached replaced. Empty rules change
+// nothing.
 absl::Status ApplyDeviceRules(const DeviceRules& rules, int cgroup_fd, UniqueFd* attached);
 
 }  // namespace kapsel::agent
