@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -153,6 +155,101 @@ TEST_F(AgentApiTest, RunsContainersWithOutputExitCodesAndStdin) {
   auto piped = Run("piped", {"sh", "-c", "cat; echo pid=$$"}, "through stdin\n");
   ASSERT_TRUE(piped.ok()) << piped.status();
   EXPECT_EQ(piped->out, "through stdin\npid=1\n");
+}
+
+TEST_F(AgentApiTest, TerminalExecSignalsPauseAndResume) {
+  auto session = testing::AgentSession::Connect("unix:" + socket_, absl::Seconds(10));
+  ASSERT_TRUE(session.ok()) << session.status();
+  v1::Empty empty;
+
+  // A terminal: the pty's slave is the process's terminal, its size the spec's consoleSize.
+  absl::StatusOr<oci::v1::Spec> tty_spec = testing::DefaultSpec({"sh", "-c", "tty; stty size"});
+  ASSERT_TRUE(tty_spec.ok()) << tty_spec.status();
+  tty_spec->mutable_process()->set_terminal(true);
+  tty_spec->mutable_process()->mutable_console_size()->set_height(33);
+  tty_spec->mutable_process()->mutable_console_size()->set_width(101);
+  v1::CreateContainerRequest create;
+  create.set_container_id("tty");
+  *create.mutable_spec() = *tty_spec;
+  *create.mutable_rootfs() = Rootfs();
+  v1::CreateContainerResponse created;
+  ASSERT_TRUE((*session)->Call("CreateContainer", create, &created).ok());
+  auto terminal = (*session)->Stdio("tty", "", v1::StdioHello::TERMINAL);
+  ASSERT_TRUE(terminal.ok()) << terminal.status();
+  v1::ContainerRequest tty_id;
+  tty_id.set_container_id("tty");
+  ASSERT_TRUE((*session)->Call("StartContainer", tty_id, &empty).ok());
+  const std::string screen = testing::ReadToEof(terminal->get(), absl::Seconds(30));
+  EXPECT_THAT(screen, HasSubstr("/dev/pts/0"));
+  EXPECT_THAT(screen, HasSubstr("33 101"));
+  v1::ProcessRequest tty_wait;
+  tty_wait.set_container_id("tty");
+  v1::WaitProcessResponse tty_waited;
+  ASSERT_TRUE((*session)->Call("WaitProcess", tty_wait, &tty_waited).ok());
+  EXPECT_EQ(tty_waited.exit_status(), 0);
+  v1::RemoveContainerRequest remove;
+  remove.set_container_id("tty");
+  ASSERT_TRUE((*session)->Call("RemoveContainer", remove, &empty).ok());
+
+  // A long-running container: exec into it, pause and resume it, kill it.
+  absl::StatusOr<oci::v1::Spec> spec = testing::DefaultSpec({"sleep", "300"});
+  ASSERT_TRUE(spec.ok());
+  create.set_container_id("long");
+  *create.mutable_spec() = *spec;
+  ASSERT_TRUE((*session)->Call("CreateContainer", create, &created).ok());
+  v1::ContainerRequest id;
+  id.set_container_id("long");
+  ASSERT_TRUE((*session)->Call("StartContainer", id, &empty).ok());
+  // Removing a running container needs force.
+  remove.set_container_id("long");
+  EXPECT_EQ((*session)->Call("RemoveContainer", remove, &empty).code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  v1::ExecProcessRequest exec;
+  exec.set_container_id("long");
+  exec.set_exec_id("peek");
+  *exec.mutable_process() =
+      testing::DefaultSpec({"sh", "-c", "echo exec sees pid 1: $(cat /proc/1/comm); exit 4"})
+          ->process();
+  v1::ExecProcessResponse exec_started;
+  ASSERT_TRUE((*session)->Call("ExecProcess", exec, &exec_started).ok());
+  auto out = (*session)->Stdio("long", "peek", v1::StdioHello::STDOUT);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(testing::ReadToEof(out->get(), absl::Seconds(30)), "exec sees pid 1: sleep\n");
+  v1::ProcessRequest exec_wait;
+  exec_wait.set_container_id("long");
+  exec_wait.set_exec_id("peek");
+  v1::WaitProcessResponse exec_waited;
+  ASSERT_TRUE((*session)->Call("WaitProcess", exec_wait, &exec_waited).ok());
+  EXPECT_EQ(exec_waited.exit_status(), 4);
+
+  v1::ListProcessesResponse processes;
+  ASSERT_TRUE((*session)->Call("ListProcesses", id, &processes).ok());
+  ASSERT_EQ(processes.pids_size(), 1);
+  EXPECT_EQ(static_cast<pid_t>(processes.pids(0)), static_cast<pid_t>(created.pid()));
+
+  // Pause and resume freeze and thaw the container's cgroup (cgroup_root/kapsel/<id>).
+  auto events = [this] {
+    std::ifstream in(cgroup_root_ + "/kapsel/long/cgroup.events");
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  };
+  EXPECT_THAT(events(), HasSubstr("frozen 0"));
+  ASSERT_TRUE((*session)->Call("PauseContainer", id, &empty).ok());
+  EXPECT_THAT(events(), HasSubstr("frozen 1"));
+  ASSERT_TRUE((*session)->Call("ResumeContainer", id, &empty).ok());
+  EXPECT_THAT(events(), HasSubstr("frozen 0"));
+
+  v1::SignalProcessRequest kill_it;
+  kill_it.set_container_id("long");
+  kill_it.set_signal(SIGKILL);
+  ASSERT_TRUE((*session)->Call("SignalProcess", kill_it, &empty).ok());
+  v1::ProcessRequest wait;
+  wait.set_container_id("long");
+  v1::WaitProcessResponse waited;
+  ASSERT_TRUE((*session)->Call("WaitProcess", wait, &waited).ok());
+  EXPECT_EQ(waited.exit_status(), 128 + SIGKILL);
+  ASSERT_TRUE((*session)->Call("RemoveContainer", remove, &empty).ok());
+  EXPECT_EQ((*session)->Call("StartContainer", id, &empty).code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(AgentApiTest, DestroySandboxStopsTheAgent) {
