@@ -1,6 +1,5 @@
 #include "guest-agent/agent_service.h"
 
-#include <dirent.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -288,30 +287,6 @@ absl::Status MakeIo(bool terminal, bool with_stdin, ProcessIo* io, ChildStdio* c
   return absl::OkStatus();
 }
 
-std::string ReadSmall(const std::string& path) {
-  std::ifstream in(path);
-  std::string text;
-  std::getline(in, text, '\0');
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  return text;
-}
-
-// Logs every process of the guest (pid, state, kernel wait channel, current system call) to the
-// console: what a hung container setup is waiting for.
-void LogProcesses(absl::string_view why) {
-  std::fprintf(stderr, "kapsel-agent: %s; processes:\n", std::string(why).c_str());
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return;
-  while (dirent* entry = readdir(proc)) {
-    if (!isdigit(static_cast<unsigned char>(entry->d_name[0]))) continue;
-    const std::string dir = absl::StrCat("/proc/", entry->d_name);
-    std::string stat = ReadSmall(dir + "/stat");
-    std::fprintf(stderr, "kapsel-agent:   %s | wchan %s | syscall %s\n", stat.substr(0, 60).c_str(),
-                 ReadSmall(dir + "/wchan").c_str(), ReadSmall(dir + "/syscall").c_str());
-  }
-  closedir(proc);
-}
-
 uint64_t ReadOomKills(const std::string& cgroup_path) {
   std::ifstream in(cgroup_path + "/memory.events");
   std::string key;
@@ -351,9 +326,6 @@ absl::StatusOr<v1::CreateContainerResponse> AgentService::CreateContainer(
   absl::StatusOr<std::unique_ptr<Container>> container =
       made.ok() ? Container::Create(id, request.spec(), options) : made;
   if (!container.ok()) {
-    if (absl::IsDeadlineExceeded(container.status())) {
-      LogProcesses(absl::StrCat("CreateContainer ", id, " timed out"));
-    }
     Unmount(mounted);
     return Annotate(container.status(), absl::StrCat("CreateContainer ", id));
   }
