@@ -132,7 +132,7 @@ int Run(int argc, char** argv) {
 
   std::thread signal_waiter;
   if (!is_init) {
-    signal_waiter = std::thread([&request_stop, &stopping] {
+    signal_waiter = std::thread([&request_stop] {
       sigset_t signals;
       sigemptyset(&signals);
       sigaddset(&signals, SIGTERM);
