@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
   }
   std::string reason;
   const int code = (*vmm)->Run(&reason);
-  vmm->reset();
+  // Say why before tearing down, so the reason is known even if teardown is slow.
   if (code != kExitGuestShutdown) std::fprintf(stderr, "kapsel-vmm: %s\n", reason.c_str());
+  vmm->reset();
   return code;
 }

@@ -113,7 +113,8 @@ class VsockE2eTest : public ::testing::Test {
       EXPECT_THAT(r.out, HasSubstr("KAPSEL_GUEST_READY"));
       EXPECT_THAT(r.out, HasSubstr("kapsel-guest: vsock hello reply: hello from the host"))
           << r.out;
-      std::fprintf(stderr, "guest console:\n%s\n", r.out.c_str());
+      std::fprintf(stderr, "guest console:\n%s\nkapsel-vmm stderr:\n%s\n", r.out.c_str(),
+                   r.err.c_str());
       delete vm_;
     }
     // kapsel-vmm removed its listener socket.
