@@ -264,9 +264,6 @@ void MmioTransport::NotifyLocked(uint16_t index) {
 }
 
 void MmioTransport::NeedsReset(absl::Status why) {
-  // The device stops working until the guest resets it: worth a line in the VMM's log.
-  std::fprintf(stderr, "kapsel-vmm: %s needs a reset: %s\n", name().c_str(),
-               std::string(why.message()).c_str());
   last_error_ = std::move(why);
   status_ |= VIRTIO_CONFIG_S_NEEDS_RESET;
   ++config_generation_;
