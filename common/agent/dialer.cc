@@ -2,35 +2,19 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "common/ttrpc/address.h"
 #include "google/protobuf/util/delimited_message_util.h"
 
 namespace kapsel::agent {
 namespace {
-
-absl::StatusOr<UniqueFd> ConnectUnix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("socket path too long: ", path));
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return ErrnoError("socket(AF_UNIX)");
-  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return ErrnoError(absl::StrCat("connect ", path));
-  }
-  return fd;
-}
 
 // Reads one line (up to `max` bytes) before `deadline`.
 absl::StatusOr<std::string> ReadLine(int fd, size_t max, absl::Time deadline) {
@@ -84,7 +68,7 @@ absl::StatusOr<Endpoint> ParseEndpoint(const std::string& endpoint) {
 absl::StatusOr<UniqueFd> DialHybridVsock(const std::string& uds_path, uint32_t port,
                                          absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
-  ASSIGN_OR_RETURN(UniqueFd fd, ConnectUnix(uds_path));
+  ASSIGN_OR_RETURN(UniqueFd fd, ttrpc::DialUnix(uds_path));
   if (!WriteAll(fd.get(), absl::StrCat("CONNECT ", port, "\n"))) {
     return ErrnoError(absl::StrCat("hybrid vsock ", uds_path, ": sending CONNECT"));
   }
@@ -102,7 +86,7 @@ absl::StatusOr<UniqueFd> DialHybridVsock(const std::string& uds_path, uint32_t p
 absl::StatusOr<UniqueFd> DialAgent(const std::string& endpoint, absl::Duration timeout) {
   ASSIGN_OR_RETURN(Endpoint e, ParseEndpoint(endpoint));
   if (e.hybrid) return DialHybridVsock(e.path, e.port, timeout);
-  return ConnectUnix(e.path);
+  return ttrpc::DialUnix(e.path);
 }
 
 absl::StatusOr<UniqueFd> DialStdio(const std::string& endpoint, const std::string& container_id,
@@ -113,7 +97,7 @@ absl::StatusOr<UniqueFd> DialStdio(const std::string& endpoint, const std::strin
   if (e.hybrid) {
     ASSIGN_OR_RETURN(fd, DialHybridVsock(e.path, e.port + 1, timeout));
   } else {
-    ASSIGN_OR_RETURN(fd, ConnectUnix(e.path + ".stdio"));
+    ASSIGN_OR_RETURN(fd, ttrpc::DialUnix(e.path + ".stdio"));
   }
   v1::StdioHello hello;
   hello.set_container_id(container_id);
