@@ -14,10 +14,12 @@
 #include "vmm/arch/x86_64/e820.h"
 #include "vmm/arch/x86_64/mptable.h"
 #include "vmm/devices/virtio/block/block_device.h"
+#include "vmm/devices/virtio/fs/fs_device.h"
 #include "vmm/devices/virtio/rng/rng_device.h"
 #include "vmm/devices/virtio/vsock/vsock_device.h"
 #include "vmm/loader/kernel_loader.h"
 #include "vmm/loader/mapped_file.h"
+#include "vmm/vhost_user/frontend.h"
 
 namespace kapsel::vmm {
 namespace {
@@ -57,6 +59,17 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
         {.path = disk.path(), .read_only = disk.read_only(), .serial = ""});
     if (!device.ok()) return FlagError(device.status(), "--disk", disk.path());
     disks.push_back(*std::move(device));
+  }
+  // virtio-fs backends: connect now, so that a backend that is not there stops us before any
+  // machine exists. Not a usage error (exit 1): the socket path may be right and the backend late.
+  std::vector<std::unique_ptr<vhost_user::Frontend>> fs_backends;
+  for (const v1::FsConfig& fs : config.fs()) {
+    absl::StatusOr<std::unique_ptr<vhost_user::Frontend>> frontend =
+        vhost_user::Frontend::Connect(fs.socket_path());
+    if (!frontend.ok()) {
+      return Annotate(frontend.status(), absl::StrCat("--fs ", fs.tag(), ",", fs.socket_path()));
+    }
+    fs_backends.push_back(*std::move(frontend));
   }
 
   // Guest memory with the kernel and initrd in place.
@@ -112,6 +125,20 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
         &vmm->event_loop());
     if (!vsock.ok()) return FlagError(vsock.status(), "--vsock", config.vsock().uds_path());
     ASSIGN_OR_RETURN(std::string entry, vmm->AddVirtioDevice(*std::move(vsock)));
+    cmdline.push_back(entry);
+  }
+  for (int i = 0; i < config.fs_size(); ++i) {
+    const v1::FsConfig& fs = config.fs(i);
+    // A backend that dies or hangs stops the VM (exit 1, the message names the tag): the guest's
+    // file system requests could never complete (see fs_device.h).
+    Vmm* raw = vmm.get();
+    absl::StatusOr<std::unique_ptr<virtio::FsDevice>> device = virtio::FsDevice::Create(
+        fs.tag(), std::move(fs_backends[i]), &vmm->event_loop(),
+        [raw](const std::string& why) { raw->RequestExit(kExitVmmError, why); });
+    if (!device.ok()) {
+      return Annotate(device.status(), absl::StrCat("--fs ", fs.tag(), ",", fs.socket_path()));
+    }
+    ASSIGN_OR_RETURN(std::string entry, vmm->AddVirtioDevice(*std::move(device)));
     cmdline.push_back(entry);
   }
 

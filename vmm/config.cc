@@ -26,6 +26,7 @@ enum Option {
   kConfig,
   kAllowPvm,
   kVsock,
+  kFs,
   kHelp,
 };
 
@@ -40,6 +41,7 @@ const option kOptions[] = {
     {"config", required_argument, nullptr, kConfig},
     {"allow-pvm", no_argument, nullptr, kAllowPvm},
     {"vsock", required_argument, nullptr, kVsock},
+    {"fs", required_argument, nullptr, kFs},
     {"help", no_argument, nullptr, kHelp},
     {nullptr, 0, nullptr, 0},
 };
@@ -109,13 +111,42 @@ absl::Status ValidateVsock(const v1::VsockConfig& vsock) {
   return absl::OkStatus();
 }
 
+// "TAG,SOCKET".
+absl::StatusOr<v1::FsConfig> ParseFs(absl::string_view value) {
+  const size_t comma = value.find(',');
+  if (comma == absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("--fs ", value, ": want TAG,SOCKET"));
+  }
+  v1::FsConfig fs;
+  fs.set_tag(std::string(value.substr(0, comma)));
+  fs.set_socket_path(std::string(value.substr(comma + 1)));
+  return fs;
+}
+
+absl::Status ValidateFs(const v1::FsConfig& fs) {
+  if (fs.tag().empty() || fs.tag().size() > kMaxFsTagLength) {
+    return absl::InvalidArgumentError(absl::StrCat("--fs ", fs.tag(), ",", fs.socket_path(),
+                                                   ": the tag must have 1..", kMaxFsTagLength,
+                                                   " bytes"));
+  }
+  if (fs.tag().find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("--fs: the tag contains a NUL byte");
+  }
+  // sockaddr_un's sun_path holds 107 bytes and a NUL.
+  if (fs.socket_path().empty() || fs.socket_path().size() > 107) {
+    return absl::InvalidArgumentError(absl::StrCat("--fs ", fs.tag(), ",", fs.socket_path(),
+                                                   ": the socket path must have 1..107 bytes"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string Usage() {
   return absl::StrCat(
       "usage: kapsel-vmm --kernel FILE [--initrd FILE] [--cmdline TEXT] [--mem MIB] [--vcpus N]\n"
       "                  [--disk PATH[,ro]]... [--console stdout|off|FILE] [--config FILE.json]\n"
-      "                  [--vsock CID,PATH] [--allow-pvm]\n"
+      "                  [--vsock CID,PATH] [--fs TAG,SOCKET]... [--allow-pvm]\n"
       "Boots a Linux kernel in a KVM microVM. Exit status: 0 guest powered off or rebooted,\n"
       "1 VMM error, 2 bad arguments, 3 guest panic, 4 guest triple fault, 5 KVM error,\n"
       "128+N stopped by signal N.\n"
@@ -131,7 +162,9 @@ std::string Usage() {
       "             virtio-mmio device entries are appended\n"
       "  --vsock    a virtio-vsock device: guest CID (3 or more) and a Unix socket path; host\n"
       "             programs connect to PATH and send \"CONNECT <port>\\n\", the guest reaches\n"
-      "             host port N at PATH_N\n");
+      "             host port N at PATH_N\n"
+      "  --fs       a virtio-fs device the guest mounts as TAG (1..36 bytes), served by the\n"
+      "             vhost-user backend (virtiofsd) already listening on SOCKET (repeatable)\n");
 }
 
 absl::StatusOr<v1::VmConfig> ReadConfigFile(const std::string& path) {
@@ -218,6 +251,12 @@ absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help)
         *config.mutable_vsock() = *std::move(vsock);
         break;
       }
+      case kFs: {
+        absl::StatusOr<v1::FsConfig> fs = ParseFs(optarg);
+        if (!fs.ok()) return fs.status();
+        *config.add_fs() = *std::move(fs);
+        break;
+      }
       case kHelp:
         *help = true;
         return config;
@@ -264,6 +303,19 @@ absl::StatusOr<v1::VmConfig> Validate(v1::VmConfig config) {
   if (config.has_vsock()) {
     absl::Status vsock = ValidateVsock(config.vsock());
     if (!vsock.ok()) return vsock;
+  }
+  if (static_cast<size_t>(config.fs_size()) > kMaxFsDevices) {
+    return absl::InvalidArgumentError(absl::StrCat("--fs: at most ", kMaxFsDevices, " devices"));
+  }
+  for (int i = 0; i < config.fs_size(); ++i) {
+    absl::Status fs = ValidateFs(config.fs(i));
+    if (!fs.ok()) return fs;
+    for (int j = 0; j < i; ++j) {
+      if (config.fs(j).tag() == config.fs(i).tag()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--fs: the tag '", config.fs(i).tag(), "' is used twice"));
+      }
+    }
   }
   return config;
 }

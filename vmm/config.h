@@ -16,6 +16,9 @@ inline constexpr uint32_t kMaxVcpus = 32;
 inline constexpr uint32_t kMinGuestCid = 3;
 // sockaddr_un holds 107 path bytes; the guest-to-host sockets append "_<port>" (up to 11).
 inline constexpr size_t kMaxVsockPathLength = 96;
+// virtio-fs: the tag field of the device's configuration space; at most this many devices.
+inline constexpr size_t kMaxFsTagLength = 36;
+inline constexpr size_t kMaxFsDevices = 8;
 inline constexpr char kDefaultCmdline[] = "console=ttyS0 reboot=k panic=-1 quiet";
 
 // The usage text for --help and usage errors.

@@ -38,6 +38,10 @@ Vmm::Vmm(std::shared_ptr<ConsoleOutput> console)
       }) {}
 
 Vmm::~Vmm() {
+  // Marks the VM stopped first (a no-op after Run): a device that reports a failure while it is
+  // torn down (a vhost-user backend that does not answer) must not call back into a Vmm whose
+  // members are being destroyed.
+  exit_.Request(kExitVmmError, "the VMM is being torn down");
   KickVcpus();
   JoinVcpus();
 }
@@ -112,19 +116,27 @@ absl::StatusOr<std::string> Vmm::AddVirtioDevice(std::unique_ptr<virtio::VirtioD
   auto transport =
       std::make_shared<virtio::MmioTransport>(std::move(device), memory_.get(), std::move(line));
   RETURN_IF_ERROR(mmio_bus_.Insert(transport, base, x86::kVirtioMmioSize));
+  // A device served by another process (vhost-user) gets the eventfds to hand to its backend;
+  // for the others the event loop reads them and calls NotifyQueue.
+  const bool device_owns = transport->device_owns_queue_notifications();
+  std::vector<int> notify_fds;
   for (uint16_t q = 0; q < transport->num_queues(); ++q) {
     UniqueFd fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!fd) return ErrnoError("eventfd for a virtio queue");
     RETURN_IF_ERROR(vm_->RegisterIoeventfd(fd.get(), base + virtio::kMmioQueueNotifyOffset, 4, q,
                                            /*pio=*/false));
     const int raw_fd = fd.get();
-    virtio::MmioTransport* t = transport.get();
-    RETURN_IF_ERROR(event_loop_->Add(raw_fd, EPOLLIN, [raw_fd, t, q](uint32_t) {
-      uint64_t count;
-      if (read(raw_fd, &count, sizeof(count)) == sizeof(count)) t->NotifyQueue(q);
-    }));
+    notify_fds.push_back(raw_fd);
+    if (!device_owns) {
+      virtio::MmioTransport* t = transport.get();
+      RETURN_IF_ERROR(event_loop_->Add(raw_fd, EPOLLIN, [raw_fd, t, q](uint32_t) {
+        uint64_t count;
+        if (read(raw_fd, &count, sizeof(count)) == sizeof(count)) t->NotifyQueue(q);
+      }));
+    }
     queue_eventfds_.push_back(std::move(fd));
   }
+  if (device_owns) transport->SetQueueNotifyFds(std::move(notify_fds));
   transports_.push_back(std::move(transport));
   return absl::StrFormat("virtio_mmio.device=4K@%#x:%d", base, irq);
 }

@@ -266,6 +266,38 @@ TEST_F(ConfigFileTest, FlagsOverrideAndAddToTheFile) {
   EXPECT_TRUE(config->disks(1).read_only());
 }
 
+TEST(ParseCommandLineTest, FsDevices) {
+  auto config = Parse({"--kernel", "k", "--fs", "rootfs,/run/vfs.sock", "--fs=shared,/tmp/a,b"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->fs_size(), 2);
+  EXPECT_EQ(config->fs(0).tag(), "rootfs");
+  EXPECT_EQ(config->fs(0).socket_path(), "/run/vfs.sock");
+  EXPECT_EQ(config->fs(1).tag(), "shared");
+  EXPECT_EQ(config->fs(1).socket_path(), "/tmp/a,b");  // the first comma splits
+  EXPECT_EQ(Parse({"--kernel", "k"})->fs_size(), 0);
+  // 36 bytes is the longest tag.
+  EXPECT_TRUE(Parse({"--kernel", "k", "--fs", std::string(36, 't') + ",/s"}).ok());
+  ExpectError(Parse({"--kernel", "k", "--fs", std::string(37, 't') + ",/s"}), "--fs");
+  ExpectError(Parse({"--kernel", "k", "--fs", ",/s"}), "--fs");
+  ExpectError(Parse({"--kernel", "k", "--fs", "tag"}), "--fs");
+  ExpectError(Parse({"--kernel", "k", "--fs", "tag,"}), "--fs");
+  ExpectError(Parse({"--kernel", "k", "--fs", "tag,/" + std::string(107, 's')}), "--fs");
+  ExpectError(Parse({"--kernel", "k", "--fs", "a,/s1", "--fs", "a,/s2"}), "used twice");
+  ExpectError(Parse({"--kernel", "k", "--fs"}), "--fs");
+}
+
+TEST_F(ConfigFileTest, FsDevicesFromJson) {
+  auto config = Parse({"--config", Write("fs.json", R"({"kernel": "k", "fs": [{"tag": "root",
+                       "socket_path": "/run/a.sock"}]})"),
+                       "--fs", "more,/run/b.sock"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->fs_size(), 2);
+  EXPECT_EQ(config->fs(0).tag(), "root");
+  EXPECT_EQ(config->fs(1).socket_path(), "/run/b.sock");
+  ExpectError(Parse({"--config", Write("fs-bad.json", R"({"kernel": "k", "fs": [{"tag": ""}]})")}),
+              "--fs");
+}
+
 TEST_F(ConfigFileTest, FileValuesAreValidated) {
   ExpectError(Parse({"--config", Write("big.json", R"({"kernel": "k", "vcpus": 64})")}), "--vcpus");
   ExpectError(Parse({"--config", Write("nokernel.json", R"({"mem_mib": 64})")}), "--kernel");

@@ -44,7 +44,13 @@ MmioTransport::MmioTransport(std::unique_ptr<VirtioDevice> device, const GuestMe
       irq_(std::move(irq)),
       offered_features_(device_->device_features() | kVersion1),
       num_queues_(device_->num_queues()),
+      device_owns_notifications_(device_->owns_queue_notifications()),
       queues_(MakeQueues(*device_)) {}
+
+void MmioTransport::SetQueueNotifyFds(std::vector<int> fds) {
+  absl::MutexLock lock(&mu_);
+  queue_notify_fds_ = std::move(fds);
+}
 
 MmioTransport::~MmioTransport() {
   absl::MutexLock lock(&mu_);
@@ -224,6 +230,15 @@ void MmioTransport::ActivateLocked() {
   context.queues = absl::MakeSpan(queues_);
   context.acked_features = acked_features_;
   context.signal_used = [this](uint16_t index) { SignalUsed(index); };
+  if (device_owns_notifications_) {
+    if (queue_notify_fds_.size() != queues_.size()) {
+      NeedsReset(absl::InternalError(
+          absl::StrFormat("%s: no queue notification eventfds were set up", name())));
+      return;
+    }
+    context.queue_notify_fds = queue_notify_fds_;
+  }
+  context.raise_used_interrupt = [this] { RaiseInterrupt(VIRTIO_MMIO_INT_VRING); };
   absl::Status status = device_->Activate(std::move(context));
   if (!status.ok()) {
     NeedsReset(Annotate(status, absl::StrFormat("%s: activation", name())));

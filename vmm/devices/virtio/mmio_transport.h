@@ -54,6 +54,12 @@ class MmioTransport : public BusDevice {
   void NotifyQueue(uint16_t index);
 
   uint16_t num_queues() const { return num_queues_; }
+  // Whether the device reads its queues' notification eventfds itself
+  // (VirtioDevice::owns_queue_notifications).
+  bool device_owns_queue_notifications() const { return device_owns_notifications_; }
+  // The queues' notification eventfds (one per queue, owned by the caller, who keeps them open as
+  // long as the transport lives), handed to a device that owns its notifications at activation.
+  void SetQueueNotifyFds(std::vector<int> fds);
   // Device status register (VIRTIO_CONFIG_S_* bits).
   uint32_t status() const;
   // Why the transport last set DEVICE_NEEDS_RESET (OK if it has not since the last reset).
@@ -78,6 +84,7 @@ class MmioTransport : public BusDevice {
   const std::unique_ptr<InterruptLine> irq_;
   const uint64_t offered_features_;
   const uint16_t num_queues_;
+  const bool device_owns_notifications_;
 
   mutable absl::Mutex mu_;
   // Fixed length (one per device queue); the device keeps a span of it while active.
@@ -89,6 +96,7 @@ class MmioTransport : public BusDevice {
   uint32_t queue_sel_ ABSL_GUARDED_BY(mu_) = 0;
   bool activated_ ABSL_GUARDED_BY(mu_) = false;
   uint32_t config_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int> queue_notify_fds_ ABSL_GUARDED_BY(mu_);
   absl::Status last_error_ ABSL_GUARDED_BY(mu_);
   // Set from SignalUsed, which may run outside the lock.
   std::atomic<uint32_t> interrupt_status_{0};

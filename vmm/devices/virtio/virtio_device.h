@@ -28,6 +28,13 @@ struct ActivateContext {
   // ProcessQueue, so a device only needs it when it completes requests elsewhere (for example
   // from its own backend's file descriptor); it is safe from any thread.
   std::function<void(uint16_t index)> signal_used;
+  // Only for a device that owns_queue_notifications(): one eventfd per queue, signalled (by KVM's
+  // ioeventfd) when the driver notifies that queue. Owned by the VMM; valid until Reset.
+  absl::Span<const int> queue_notify_fds;
+  // Raises the used-buffer interrupt unconditionally (sets the VRING bit of InterruptStatus). For
+  // devices whose backend fills the used ring itself and has already decided that the driver
+  // wants an interrupt (vhost-user's call eventfd); safe from any thread.
+  std::function<void()> raise_used_interrupt;
 };
 
 class VirtioDevice {
@@ -43,6 +50,10 @@ class VirtioDevice {
   virtual uint16_t num_queues() const = 0;
   // Largest size of queue `index` (a power of two); index < num_queues().
   virtual uint16_t max_queue_size(uint16_t index) const = 0;
+  // True for a device whose queues are served by another process (vhost-user): the VMM then does
+  // not watch the queues' notification eventfds itself but hands them to the device at Activate
+  // (ActivateContext::queue_notify_fds), so notifications go from KVM straight to the backend.
+  virtual bool owns_queue_notifications() const { return false; }
 
   // Device-specific configuration space. Offsets are relative to its start; reads beyond the
   // structure return zeros and writes beyond it (or to read-only fields) are ignored.
