@@ -63,12 +63,30 @@ absl::StatusOr<StdioHello> ReadHello(int fd) {
   return hello;
 }
 
+// Waits until `fd` is ready for `events` (or hung up / in error).
+void WaitFor(int fd, short events) {
+  pollfd p{fd, events, 0};
+  while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+  }
+}
+
 // Moves bytes from `from` to `to` until EOF or an error; one side must be a pipe.
+// Never blocks inside splice(): a blocking splice holds the pipe's lock while it waits for the
+// socket, and a process closing its end of that pipe (exiting) would then hang in the kernel,
+// unkillable, until the stream moved (a `ctr run` without input never sends stdin).
 void Splice(int from, int to) {
+  fcntl(from, F_SETFL, fcntl(from, F_GETFL) | O_NONBLOCK);
+  fcntl(to, F_SETFL, fcntl(to, F_GETFL) | O_NONBLOCK);
   while (true) {
-    ssize_t n = splice(from, nullptr, to, nullptr, kChunk, SPLICE_F_MOVE);
+    ssize_t n = splice(from, nullptr, to, nullptr, kChunk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      // Either side may be the one not ready: wait for room, then for data.
+      WaitFor(to, POLLOUT);
+      WaitFor(from, POLLIN);
+      continue;
+    }
     return;
   }
 }

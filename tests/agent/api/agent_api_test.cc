@@ -157,6 +157,41 @@ TEST_F(AgentApiTest, RunsContainersWithOutputExitCodesAndStdin) {
   EXPECT_EQ(piped->out, "through stdin\npid=1\n");
 }
 
+// As the shim does for `ctr run` without -i: a stdin stream is attached but nothing is ever
+// written to it or closed; the exit must still be reported (WaitProcess with no deadline).
+TEST_F(AgentApiTest, ExitIsReportedWhileStdinStaysOpen) {
+  absl::StatusOr<oci::v1::Spec> spec = testing::DefaultSpec({"echo", "bye"});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto session = testing::AgentSession::Connect("unix:" + socket_, absl::Seconds(10));
+  ASSERT_TRUE(session.ok()) << session.status();
+  v1::CreateContainerRequest create;
+  create.set_container_id("open-stdin");
+  *create.mutable_spec() = *spec;
+  *create.mutable_rootfs() = Rootfs();
+  create.set_stdin(true);
+  v1::CreateContainerResponse created;
+  ASSERT_TRUE((*session)->Call("CreateContainer", create, &created).ok());
+  auto out = (*session)->Stdio("open-stdin", "", v1::StdioHello::STDOUT);
+  auto err = (*session)->Stdio("open-stdin", "", v1::StdioHello::STDERR);
+  auto in = (*session)->Stdio("open-stdin", "", v1::StdioHello::STDIN);
+  ASSERT_TRUE(out.ok() && err.ok() && in.ok());
+  v1::ContainerRequest start;
+  start.set_container_id("open-stdin");
+  v1::Empty empty;
+  ASSERT_TRUE((*session)->Call("StartContainer", start, &empty).ok());
+  EXPECT_EQ(testing::ReadToEof(out->get(), absl::Seconds(20)), "bye\n");
+  v1::ProcessRequest wait;
+  wait.set_container_id("open-stdin");
+  v1::WaitProcessResponse waited;
+  absl::Status status = (*session)->client().Call(
+      kService, "WaitProcess", wait, &waited, ttrpc::CallOptions::WithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(waited.exit_status(), 0);
+  v1::RemoveContainerRequest remove;
+  remove.set_container_id("open-stdin");
+  EXPECT_TRUE((*session)->Call("RemoveContainer", remove, &empty).ok());
+}
+
 TEST_F(AgentApiTest, TerminalExecSignalsPauseAndResume) {
   auto session = testing::AgentSession::Connect("unix:" + socket_, absl::Seconds(10));
   ASSERT_TRUE(session.ok()) << session.status();
