@@ -1,0 +1,292 @@
+#include "shim/sandbox.h"
+
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/agent/agent.pb.h"
+#include "common/agent/dialer.h"
+#include "common/status.h"
+#include "shim/log.h"
+#include "shim/mounts.h"
+
+namespace kapsel::shim {
+namespace {
+
+constexpr char kAgentService[] = "kapsel.agent.v1.Agent";
+constexpr uint32_t kAgentPort = 1024;
+
+std::string ReadTail(const std::string& path, size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  const std::streamoff start = size > static_cast<std::streamoff>(max_bytes)
+                                   ? size - static_cast<std::streamoff>(max_bytes)
+                                   : 0;
+  in.seekg(start);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+// Waits until `path` exists (a socket a child creates), the child exits, or `timeout`.
+absl::Status WaitForSocket(const std::string& path, ChildProcess& child, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  struct stat st;
+  while (stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    if (std::optional<int> code = child.Wait(absl::Milliseconds(10))) {
+      return absl::UnavailableError(
+          absl::StrCat(child.name(), " exited with status ", *code, " before creating ", path));
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(child.name(), " did not create ", path,
+                                                      " within ", absl::FormatDuration(timeout)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// What virtiofsd (qemu 7.2) prints on stderr once it listens.
+constexpr char kVirtiofsdListening[] = "Waiting for vhost-user socket connection";
+
+// Waits until the log file `path` contains `text`, the child exits, or `timeout`.
+absl::Status WaitForLogLine(const std::string& path, const std::string& text, ChildProcess& child,
+                            absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (ReadTail(path, 64 * 1024).find(text) == std::string::npos) {
+    if (std::optional<int> code = child.Wait(absl::Milliseconds(10))) {
+      return absl::UnavailableError(
+          absl::StrCat(child.name(), " exited with status ", *code, " before it listened"));
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(child.name(), " did not say '", text,
+                                                      "' within ", absl::FormatDuration(timeout)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+SandboxPaths::SandboxPaths(std::string d)
+    : dir(std::move(d)),
+      vsock(dir + "/vm.sock"),
+      fs_socket(dir + "/fs.sock"),
+      shared(dir + "/shared"),
+      console(dir + "/console.log"),
+      vmm_log(dir + "/vmm.log"),
+      virtiofsd_log(dir + "/virtiofsd.log"),
+      vmm_pid(dir + "/vmm.pid"),
+      virtiofsd_pid(dir + "/virtiofsd.pid") {}
+
+std::string SandboxPaths::agent_endpoint() const {
+  return absl::StrCat("hvsock:", vsock, ":", kAgentPort);
+}
+
+std::string SandboxDir(const Config& config, const std::string& ns, const std::string& id) {
+  return absl::StrCat(config.state_dir, "/", ns, "/", id);
+}
+
+absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Start(const Config& config, SandboxPaths paths,
+                                                        const std::string& id,
+                                                        const std::string& hostname,
+                                                        VmExitCallback on_exit) {
+  std::unique_ptr<Sandbox> sandbox(new Sandbox(std::move(paths)));
+  sandbox->on_exit_ = std::move(on_exit);
+  absl::Status status = sandbox->Boot(config, id, hostname);
+  if (!status.ok()) {
+    const std::string console = sandbox->ConsoleTail();
+    sandbox->Stop();
+    if (!console.empty()) {
+      status = Annotate(status, absl::StrCat("guest console ends with:\n", console, "\n"));
+    }
+    return Annotate(status, absl::StrCat("starting sandbox ", id));
+  }
+  return sandbox;
+}
+
+absl::Status Sandbox::Boot(const Config& config, const std::string& id,
+                           const std::string& hostname) {
+  std::error_code ec;
+  std::filesystem::create_directories(paths_.shared, ec);
+  if (ec) return absl::InternalError(absl::StrCat("mkdir ", paths_.shared, ": ", ec.message()));
+  // shared/ becomes its own shared mount: what is mounted below it later (a pod's next container)
+  // propagates into virtiofsd's mount namespace.
+  if (mount(paths_.shared.c_str(), paths_.shared.c_str(), nullptr, MS_BIND, nullptr) != 0 ||
+      mount(nullptr, paths_.shared.c_str(), nullptr, MS_SHARED, nullptr) != 0) {
+    return ErrnoError(absl::StrCat("make ", paths_.shared, " a shared mount"));
+  }
+
+  ASSIGN_OR_RETURN(
+      virtiofsd_,
+      ChildProcess::Spawn({config.virtiofsd, absl::StrCat("--socket-path=", paths_.fs_socket), "-o",
+                           absl::StrCat("source=", paths_.shared), "-o",
+                           absl::StrCat("cache=", config.virtiofsd_cache)},
+                          paths_.virtiofsd_log));
+  RETURN_IF_ERROR(WriteFile(paths_.virtiofsd_pid, absl::StrCat(virtiofsd_->pid())));
+  // virtiofsd serves a single connection, so it cannot be probed by connecting; its socket file
+  // exists a moment before it listens, and it says when it does.
+  if (absl::Status s = WaitForSocket(paths_.fs_socket, *virtiofsd_, absl::Seconds(10)); !s.ok()) {
+    return Annotate(s, ReadTail(paths_.virtiofsd_log, 1024));
+  }
+  if (absl::Status s =
+          WaitForLogLine(paths_.virtiofsd_log, kVirtiofsdListening, *virtiofsd_, absl::Seconds(10));
+      !s.ok()) {
+    return Annotate(s, ReadTail(paths_.virtiofsd_log, 1024));
+  }
+
+  std::vector<std::string> argv = {config.vmm,
+                                   "--kernel",
+                                   config.kernel,
+                                   "--initrd",
+                                   config.initrd,
+                                   "--mem",
+                                   absl::StrCat(config.memory_mib),
+                                   "--vcpus",
+                                   absl::StrCat(config.vcpus),
+                                   "--console",
+                                   paths_.console,
+                                   "--vsock",
+                                   absl::StrCat(kGuestCid, ",", paths_.vsock),
+                                   "--fs",
+                                   absl::StrCat(kSharedTag, ",", paths_.fs_socket)};
+  if (!config.kernel_cmdline.empty()) {
+    argv.push_back("--cmdline");
+    argv.push_back(config.kernel_cmdline);
+  }
+  ASSIGN_OR_RETURN(vmm_, ChildProcess::Spawn(argv, paths_.vmm_log));
+  RETURN_IF_ERROR(WriteFile(paths_.vmm_pid, absl::StrCat(vmm_->pid())));
+  LogInfo("sandbox ", id, ": kapsel-vmm pid ", vmm_->pid(), ", virtiofsd pid ", virtiofsd_->pid());
+
+  // The agent answers once the guest booted; until then connects fail.
+  const absl::Time deadline = absl::Now() + config.boot_timeout;
+  absl::Status last = absl::UnavailableError("no attempt");
+  while (true) {
+    if (std::optional<int> code = vmm_->Wait(absl::ZeroDuration())) {
+      return absl::UnavailableError(
+          absl::StrCat("kapsel-vmm exited with status ", *code,
+                       " before the agent answered: ", ReadTail(paths_.vmm_log, 1024)));
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("the guest agent did not answer within ",
+                                                      absl::FormatDuration(config.boot_timeout),
+                                                      ": ", last.message()));
+    }
+    absl::StatusOr<UniqueFd> fd = agent::DialAgent(paths_.agent_endpoint(), absl::Seconds(2));
+    if (!fd.ok()) {
+      last = fd.status();
+      absl::SleepFor(absl::Milliseconds(20));
+      continue;
+    }
+    agent_ = std::make_unique<ttrpc::Client>(*std::move(fd));
+    agent::v1::HealthResponse health;
+    last = Call("Health", agent::v1::HealthRequest(), &health, absl::Seconds(5));
+    if (last.ok()) {
+      LogInfo("sandbox ", id, ": agent ", health.version(), " answered");
+      break;
+    }
+    agent_.reset();
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+
+  watcher_ = std::thread([this] {
+    const int code = *vmm_->Wait(absl::InfiniteDuration());
+    vm_exited_ = true;
+    LogInfo("kapsel-vmm exited with status ", code);
+    if (on_exit_) on_exit_(code);
+  });
+
+  agent::v1::CreateSandboxRequest request;
+  request.set_sandbox_id(id);
+  request.set_hostname(hostname);
+  agent::v1::SharedMount* shared = request.add_shared_mounts();
+  shared->set_tag(kSharedTag);
+  shared->set_guest_path(kGuestSharedDir);
+  agent::v1::Empty empty;
+  return Call("CreateSandbox", request, &empty);
+}
+
+absl::Status Sandbox::Call(const std::string& method, const google::protobuf::Message& request,
+                           google::protobuf::Message* response, absl::Duration timeout) {
+  if (agent_ == nullptr || vm_exited_) return absl::UnavailableError("the VM is not running");
+  absl::Status status = agent_->Call(kAgentService, method, request, response,
+                                     ttrpc::CallOptions::WithTimeout(timeout));
+  if (!status.ok()) return Annotate(status, absl::StrCat("agent ", method));
+  return status;
+}
+
+std::string Sandbox::ConsoleTail(size_t max_bytes) const {
+  return ReadTail(paths_.console, max_bytes);
+}
+
+void Sandbox::Stop() {
+  if (stopped_.exchange(true)) return;
+  if (vmm_ != nullptr) {
+    if (!vm_exited_ && agent_ != nullptr) {
+      agent::v1::Empty empty;
+      // The agent powers the VM off after answering (or the connection drops first).
+      (void)agent_->Call(kAgentService, "DestroySandbox", agent::v1::DestroySandboxRequest(),
+                         &empty, ttrpc::CallOptions::WithTimeout(absl::Seconds(5)));
+    }
+    if (!vmm_->Wait(agent_ != nullptr ? absl::Seconds(10) : absl::ZeroDuration()).has_value()) {
+      LogWarn("kapsel-vmm did not stop after DestroySandbox: terminating it");
+      vmm_->Stop(absl::Seconds(3));
+    }
+  }
+  if (watcher_.joinable()) watcher_.join();
+  agent_.reset();
+  if (virtiofsd_ != nullptr) virtiofsd_->Stop(absl::Seconds(3));
+  vmm_.reset();
+  virtiofsd_.reset();
+  if (absl::Status s = UnmountAll(paths_.dir); !s.ok()) LogWarn("sandbox cleanup: ", s.ToString());
+  if (absl::Status s = RemoveTree(paths_.dir); !s.ok()) LogWarn("sandbox cleanup: ", s.ToString());
+}
+
+Sandbox::~Sandbox() { Stop(); }
+
+absl::Status CleanUpSandboxDir(const std::string& dir) {
+  const SandboxPaths paths(dir);
+  for (const std::string& pid_file : {paths.vmm_pid, paths.virtiofsd_pid}) {
+    std::ifstream in(pid_file);
+    std::string text;
+    int pid = 0;
+    if (!std::getline(in, text) || !absl::SimpleAtoi(text, &pid) || pid <= 1) continue;
+    // Only a process still serving this sandbox: its command line names the sandbox directory.
+    std::ifstream cmdline(absl::StrCat("/proc/", pid, "/cmdline"), std::ios::binary);
+    std::stringstream args;
+    args << cmdline.rdbuf();
+    if (args.str().find(dir) == std::string::npos) continue;
+    LogInfo("cleanup: killing leftover pid ", pid, " of ", dir);
+    kill(pid, SIGKILL);
+    // Not our child (its shim is gone): wait until it is gone so the mounts can go.
+    for (int i = 0; i < 500 && kill(pid, 0) == 0; ++i) {
+      std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+      std::string s;
+      std::getline(stat, s);
+      if (s.find(") Z") != std::string::npos) break;  // a zombie of someone else
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  }
+  absl::Status status = UnmountAll(dir);
+  status.Update(RemoveTree(dir));
+  return status;
+}
+
+}  // namespace kapsel::shim

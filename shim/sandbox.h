@@ -1,0 +1,96 @@
+// One sandbox = one microVM: virtiofsd sharing the sandbox's directory, kapsel-vmm booting the
+// guest kernel with the agent as init, and the ttrpc connection to that agent over hybrid vsock.
+//
+// Host state lives in <state_dir>/<namespace>/<sandbox id>/ (SandboxPaths): the vsock and
+// virtiofsd sockets, logs, the pid files `delete` uses to clean up after a dead shim, and shared/,
+// the directory the guest mounts at kGuestSharedDir (containers' rootfs and bind mounts go there).
+#ifndef KAPSEL_SHIM_SANDBOX_H_
+#define KAPSEL_SHIM_SANDBOX_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "common/ttrpc/client.h"
+#include "google/protobuf/message.h"
+#include "shim/child_process.h"
+#include "shim/config.h"
+
+namespace kapsel::shim {
+
+inline constexpr char kSharedTag[] = "kapsel";
+inline constexpr char kGuestSharedDir[] = "/run/kapsel/shared";
+inline constexpr uint32_t kGuestCid = 3;
+
+struct SandboxPaths {
+  explicit SandboxPaths(std::string dir);
+  std::string dir;
+  std::string vsock;      // kapsel-vmm's hybrid vsock socket
+  std::string fs_socket;  // virtiofsd's vhost-user socket
+  std::string shared;     // shared with the guest (virtio-fs tag kSharedTag)
+  std::string console;    // the guest's serial console
+  std::string vmm_log;    // kapsel-vmm's own messages
+  std::string virtiofsd_log;
+  std::string vmm_pid;  // pid files for `delete`
+  std::string virtiofsd_pid;
+  std::string agent_endpoint() const;  // "hvsock:<vsock>:1024"
+};
+
+// <state_dir>/<namespace>/<sandbox id>
+std::string SandboxDir(const Config& config, const std::string& ns, const std::string& id);
+
+class Sandbox {
+ public:
+  // Called once, on the sandbox's watcher thread, when kapsel-vmm exits for any reason.
+  using VmExitCallback = std::function<void(int exit_code)>;
+
+  // Boots the VM and waits (up to config.boot_timeout) for the agent; then CreateSandbox with
+  // `hostname`. On error everything started is stopped and removed; the message carries the end
+  // of the guest console.
+  static absl::StatusOr<std::unique_ptr<Sandbox>> Start(const Config& config, SandboxPaths paths,
+                                                        const std::string& id,
+                                                        const std::string& hostname,
+                                                        VmExitCallback on_exit);
+  Sandbox(const Sandbox&) = delete;
+  Sandbox& operator=(const Sandbox&) = delete;
+  ~Sandbox();  // Stop()
+
+  const SandboxPaths& paths() const { return paths_; }
+  bool vm_running() const { return !vm_exited_.load(); }
+
+  // One agent RPC (kapsel.agent.v1.Agent/method). Unavailable once the VM is gone.
+  absl::Status Call(const std::string& method, const google::protobuf::Message& request,
+                    google::protobuf::Message* response,
+                    absl::Duration timeout = absl::Seconds(30));
+
+  // Powers the VM off (DestroySandbox, then signals), stops virtiofsd, unmounts and removes the
+  // sandbox directory. Idempotent.
+  void Stop();
+
+  // The last `max_bytes` of the guest console (for error messages).
+  std::string ConsoleTail(size_t max_bytes = 2048) const;
+
+ private:
+  explicit Sandbox(SandboxPaths paths) : paths_(std::move(paths)) {}
+  absl::Status Boot(const Config& config, const std::string& id, const std::string& hostname);
+
+  const SandboxPaths paths_;
+  std::unique_ptr<ChildProcess> virtiofsd_;
+  std::unique_ptr<ChildProcess> vmm_;
+  std::unique_ptr<ttrpc::Client> agent_;
+  std::thread watcher_;
+  std::atomic<bool> vm_exited_{false};
+  std::atomic<bool> stopped_{false};
+  VmExitCallback on_exit_;
+};
+
+// What `delete` does for a shim that is gone: kills the VMM and virtiofsd named by the pid files
+// (only if they still run for this sandbox), unmounts and removes the directory.
+absl::Status CleanUpSandboxDir(const std::string& dir);
+
+}  // namespace kapsel::shim
+
+#endif  // KAPSEL_SHIM_SANDBOX_H_
