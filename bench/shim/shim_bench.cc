@@ -1,0 +1,149 @@
+// containerd end to end, kapsel beside runc in the same environment and run:
+//   - `ctr run --rm <busybox> true` latency (median of --runs),
+//   - host memory of an idle sandbox: the PSS of the shim's whole process tree (for kapsel: shim,
+//     kapsel-vmm with the guest memory it touched, virtiofsd; for runc: shim and the container).
+// Prints both and the kapsel/runc ratios. Targets on hardware KVM: latency <= 2x runc,
+// <= 16 MiB PSS per idle busybox sandbox. Runs under tests/support/private-containerd
+// (scripts/bench), in the test host without hardware KVM, where TCG inflates every kapsel time.
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "tests/support/subprocess.h"
+
+ABSL_FLAG(int, runs, 5, "ctr run --rm repetitions per runtime");
+
+namespace {
+
+constexpr char kImage[] = "kapsel.test/busybox:latest";
+
+struct Runtime {
+  const char* name;
+  const char* type;
+  const char* shim;  // the shim binary's name, to find its process
+};
+constexpr Runtime kRuntimes[] = {
+    {"kapsel", "io.containerd.kapsel.v2", "containerd-shim-kapsel-v2"},
+    {"runc", "io.containerd.runc.v2", "containerd-shim-runc-v2"},
+};
+
+kapsel::testing::ProcessResult Sh(const std::string& script) {
+  auto r = kapsel::testing::RunProcess({"/bin/bash", "-c", script}, absl::Seconds(300));
+  if (!r.ok()) {
+    kapsel::testing::ProcessResult failed;
+    failed.err = r.status().ToString();
+    return failed;
+  }
+  return *r;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? -1 : v[v.size() / 2];
+}
+
+// pid → parent pid of every process.
+std::map<int, int> Parents() {
+  std::map<int, int> parents;
+  DIR* proc = opendir("/proc");
+  while (dirent* e = readdir(proc)) {
+    int pid;
+    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+    std::string line;
+    std::getline(stat, line);
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::vector<std::string> fields = absl::StrSplit(line.substr(close + 2), ' ');
+    int ppid;
+    if (fields.size() > 1 && absl::SimpleAtoi(fields[1], &ppid)) parents[pid] = ppid;
+  }
+  closedir(proc);
+  return parents;
+}
+
+// Sum of Pss (KiB) over `root` and its descendants.
+long TreePssKib(int root) {
+  const std::map<int, int> parents = Parents();
+  long total = 0;
+  for (const auto& [pid, ppid] : parents) {
+    bool in_tree = false;
+    for (int p = pid; p > 1; p = parents.count(p) ? parents.at(p) : 0) {
+      if (p == root) {
+        in_tree = true;
+        break;
+      }
+    }
+    if (!in_tree) continue;
+    // "Pss:   1234 kB" after a header line naming the range.
+    std::ifstream rollup(absl::StrCat("/proc/", pid, "/smaps_rollup"));
+    std::string line;
+    while (std::getline(rollup, line)) {
+      std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      long value;
+      if (fields.size() >= 2 && fields[0] == "Pss:" && absl::SimpleAtoi(fields[1], &value)) {
+        total += value;
+      }
+    }
+  }
+  return total;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  std::map<std::string, double> latency_ms, pss_mib;
+  for (const Runtime& rt : kRuntimes) {
+    std::vector<double> times;
+    for (int i = 0; i < absl::GetFlag(FLAGS_runs); ++i) {
+      const absl::Time start = absl::Now();
+      auto r = Sh(absl::StrCat("ctr run --rm --runtime ", rt.type, " ", kImage, " lat-", rt.name,
+                               "-", i, " true"));
+      if (r.exit_code != 0) {
+        std::fprintf(stderr, "%s: ctr run failed: %s\n", rt.name, r.err.c_str());
+        return 1;
+      }
+      times.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
+    }
+    latency_ms[rt.name] = Median(times);
+
+    const std::string id = absl::StrCat("mem-", rt.name);
+    auto r = Sh(absl::StrCat("ctr run -d --runtime ", rt.type, " ", kImage, " ", id,
+                             " sleep 1000 && sleep 3 && pgrep -f -- '", rt.shim, ".*-id ", id,
+                             "( |$)' | head -1"));
+    int shim_pid = 0;
+    if (r.exit_code != 0 || !absl::SimpleAtoi(absl::StripAsciiWhitespace(r.out), &shim_pid)) {
+      std::fprintf(stderr, "%s: no shim for the idle sandbox: %s %s\n", rt.name, r.out.c_str(),
+                   r.err.c_str());
+      return 1;
+    }
+    pss_mib[rt.name] = TreePssKib(shim_pid) / 1024.0;
+    Sh(absl::StrCat("ctr task kill -s KILL ", id, "; sleep 1; ctr task delete ", id,
+                    "; ctr container delete ", id));
+  }
+  std::printf(
+      "ctr run --rm latency (median of %d): kapsel %.0f ms, runc %.0f ms, ratio %.2f "
+      "(goal <= 2 on hardware KVM)\n",
+      absl::GetFlag(FLAGS_runs), latency_ms["kapsel"], latency_ms["runc"],
+      latency_ms["kapsel"] / latency_ms["runc"]);
+  std::printf(
+      "idle busybox sandbox PSS (shim process tree): kapsel %.1f MiB, runc %.1f MiB, "
+      "ratio %.1f (goal: kapsel <= 16 MiB)\n",
+      pss_mib["kapsel"], pss_mib["runc"], pss_mib["kapsel"] / pss_mib["runc"]);
+  return 0;
+}
