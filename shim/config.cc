@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status.h"
 
 namespace kapsel::shim {
 namespace {
@@ -61,7 +62,7 @@ absl::Status GetUint(const Table& table, const std::string& where, const std::st
 
 absl::Status Apply(const Table& root, Config* config) {
   if (!root.is_table()) return absl::InvalidArgumentError("not a TOML table");
-  if (absl::Status s = CheckKeys(root, "", {"vm", "virtiofsd", "shim"}); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckKeys(root, "", {"vm", "virtiofsd", "shim"}));
   auto table = [&root](const std::string& name) -> absl::StatusOr<const Table*> {
     if (!root.contains(name)) return nullptr;
     if (!root.at(name).is_table()) {
@@ -73,21 +74,18 @@ absl::Status Apply(const Table& root, Config* config) {
   if (!vm.ok()) return vm.status();
   if (*vm != nullptr) {
     const Table& t = **vm;
-    if (absl::Status s = CheckKeys(t, "vm",
-                                   {"kernel", "initrd", "vmm", "vcpus", "memory_mib",
-                                    "boot_timeout_seconds", "kernel_cmdline"});
-        !s.ok()) {
-      return s;
-    }
+    RETURN_IF_ERROR(CheckKeys(t, "vm",
+                              {"kernel", "initrd", "vmm", "vcpus", "memory_mib",
+                               "boot_timeout_seconds", "kernel_cmdline"}));
     int64_t vcpus = config->vcpus, mem = config->memory_mib,
             boot = absl::ToInt64Seconds(config->boot_timeout);
-    for (absl::Status s :
+    for (const absl::Status& s :
          {GetString(t, "vm", "kernel", &config->kernel),
           GetString(t, "vm", "initrd", &config->initrd), GetString(t, "vm", "vmm", &config->vmm),
           GetString(t, "vm", "kernel_cmdline", &config->kernel_cmdline),
           GetUint(t, "vm", "vcpus", 1, 32, &vcpus), GetUint(t, "vm", "memory_mib", 64, 65536, &mem),
           GetUint(t, "vm", "boot_timeout_seconds", 1, 3600, &boot)}) {
-      if (!s.ok()) return s;
+      RETURN_IF_ERROR(s);
     }
     config->vcpus = static_cast<uint32_t>(vcpus);
     config->memory_mib = static_cast<uint32_t>(mem);
@@ -96,13 +94,9 @@ absl::Status Apply(const Table& root, Config* config) {
   absl::StatusOr<const Table*> fs = table("virtiofsd");
   if (!fs.ok()) return fs.status();
   if (*fs != nullptr) {
-    if (absl::Status s = CheckKeys(**fs, "virtiofsd", {"path", "cache"}); !s.ok()) return s;
-    if (absl::Status s = GetString(**fs, "virtiofsd", "path", &config->virtiofsd); !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = GetString(**fs, "virtiofsd", "cache", &config->virtiofsd_cache); !s.ok()) {
-      return s;
-    }
+    RETURN_IF_ERROR(CheckKeys(**fs, "virtiofsd", {"path", "cache"}));
+    RETURN_IF_ERROR(GetString(**fs, "virtiofsd", "path", &config->virtiofsd));
+    RETURN_IF_ERROR(GetString(**fs, "virtiofsd", "cache", &config->virtiofsd_cache));
     if (config->virtiofsd_cache != "none" && config->virtiofsd_cache != "auto" &&
         config->virtiofsd_cache != "always") {
       return absl::InvalidArgumentError(
@@ -114,13 +108,9 @@ absl::Status Apply(const Table& root, Config* config) {
   absl::StatusOr<const Table*> shim = table("shim");
   if (!shim.ok()) return shim.status();
   if (*shim != nullptr) {
-    if (absl::Status s = CheckKeys(**shim, "shim", {"log_level", "state_dir"}); !s.ok()) return s;
-    if (absl::Status s = GetString(**shim, "shim", "log_level", &config->log_level); !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = GetString(**shim, "shim", "state_dir", &config->state_dir); !s.ok()) {
-      return s;
-    }
+    RETURN_IF_ERROR(CheckKeys(**shim, "shim", {"log_level", "state_dir"}));
+    RETURN_IF_ERROR(GetString(**shim, "shim", "log_level", &config->log_level));
+    RETURN_IF_ERROR(GetString(**shim, "shim", "state_dir", &config->state_dir));
     const std::set<std::string> levels = {"debug", "info", "warn", "error"};
     if (levels.count(config->log_level) == 0) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -80,6 +80,23 @@ absl::Status MountOne(const containerd::types::Mount& m, const std::string& targ
   return absl::OkStatus();
 }
 
+// Mount points at or below `path`, from /proc/self/mountinfo (a path mounted several times is
+// listed as often).
+std::vector<std::string> MountpointsAt(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::vector<std::string> mountpoints;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> fields = absl::StrSplit(line, ' ');
+    if (fields.size() < 5) continue;
+    const std::string& mountpoint = fields[4];  // octal escapes (\040) only for odd names
+    if (mountpoint == path || absl::StartsWith(mountpoint, path + "/")) {
+      mountpoints.push_back(mountpoint);
+    }
+  }
+  return mountpoints;
+}
+
 }  // namespace
 
 absl::Status MountAll(const std::vector<containerd::types::Mount>& mounts,
@@ -114,17 +131,7 @@ absl::Status BindMount(const std::string& source, const std::string& target, boo
 }
 
 absl::Status UnmountAll(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::vector<std::string> targets;
-  std::string line;
-  while (std::getline(in, line)) {
-    std::vector<std::string> fields = absl::StrSplit(line, ' ');
-    if (fields.size() < 5) continue;
-    const std::string& mountpoint = fields[4];  // octal escapes (\040) only for odd names
-    if (mountpoint == path || absl::StartsWith(mountpoint, path + "/")) {
-      targets.push_back(mountpoint);
-    }
-  }
+  std::vector<std::string> targets = MountpointsAt(path);
   // Deepest first; a path mounted several times appears several times.
   std::sort(targets.begin(), targets.end(), std::greater<>());
   absl::Status result;
@@ -139,14 +146,9 @@ absl::Status UnmountAll(const std::string& path) {
 absl::Status RemoveTree(const std::string& path) {
   std::error_code ec;
   // remove_all does not follow symlinks; a mount left below would be emptied, so check first.
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::vector<std::string> fields = absl::StrSplit(line, ' ');
-    if (fields.size() >= 5 && (fields[4] == path || absl::StartsWith(fields[4], path + "/"))) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("not removing ", path, ": ", fields[4], " is still mounted"));
-    }
+  if (std::vector<std::string> mounted = MountpointsAt(path); !mounted.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("not removing ", path, ": ", mounted.front(), " is still mounted"));
   }
   std::filesystem::remove_all(path, ec);
   if (ec) return absl::InternalError(absl::StrCat("remove ", path, ": ", ec.message()));

@@ -149,6 +149,9 @@ void ProcessIo::Copy(int from, int to, bool is_output, bool shutdown_to_on_eof) 
   const int finish = is_output ? -1 : stdin_cancel_.get();
   std::unique_ptr<char[]> buffer(new char[kBufferSize]);
   bool draining = false;  // CloseStdin: copy what the fifo holds without waiting for more
+  // An agent stream (send without SIGPIPE) or containerd's fifo or file.
+  struct stat st;
+  const bool to_socket = fstat(to, &st) == 0 && S_ISSOCK(st.st_mode);
   while (true) {
     if (!draining) {
       const Ready ready = WaitReady(from, POLLIN, cancel_.get(), finish);
@@ -162,11 +165,9 @@ void ProcessIo::Copy(int from, int to, bool is_output, bool shutdown_to_on_eof) 
     size_t done = 0;
     bool failed = false;
     while (done < static_cast<size_t>(n)) {
-      const ssize_t w = send(to, buffer.get() + done, static_cast<size_t>(n) - done, MSG_NOSIGNAL);
-      ssize_t written = w;
-      if (w < 0 && errno == ENOTSOCK) {
-        written = write(to, buffer.get() + done, static_cast<size_t>(n) - done);
-      }
+      const size_t left = static_cast<size_t>(n) - done;
+      const ssize_t written = to_socket ? send(to, buffer.get() + done, left, MSG_NOSIGNAL)
+                                        : write(to, buffer.get() + done, left);
       if (written < 0 && (errno == EAGAIN || errno == EINTR)) {
         if (WaitReady(to, POLLOUT, cancel_.get(), -1) != Ready::kReady) {
           failed = true;

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -15,6 +16,7 @@
 #include "common/agent/agent.pb.h"
 #include "common/agent/dialer.h"
 #include "common/status.h"
+#include "shim/files.h"
 #include "shim/log.h"
 #include "shim/mounts.h"
 
@@ -24,60 +26,21 @@ namespace {
 constexpr char kAgentService[] = "kapsel.agent.v1.Agent";
 constexpr uint32_t kAgentPort = 1024;
 
-std::string ReadTail(const std::string& path, size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "";
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  const std::streamoff start = size > static_cast<std::streamoff>(max_bytes)
-                                   ? size - static_cast<std::streamoff>(max_bytes)
-                                   : 0;
-  in.seekg(start);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-absl::Status WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
-}
-
-// Waits until `path` exists (a socket a child creates), the child exits, or `timeout`.
-absl::Status WaitForSocket(const std::string& path, ChildProcess& child, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  struct stat st;
-  while (stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
-    if (std::optional<int> code = child.Wait(absl::Milliseconds(10))) {
-      return absl::UnavailableError(
-          absl::StrCat(child.name(), " exited with status ", *code, " before creating ", path));
-    }
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(child.name(), " did not create ", path,
-                                                      " within ", absl::FormatDuration(timeout)));
-    }
-  }
-  return absl::OkStatus();
-}
-
 // What virtiofsd (qemu 7.2) prints on stderr once it listens.
 constexpr char kVirtiofsdListening[] = "Waiting for vhost-user socket connection";
 
-// Waits until the log file `path` contains `text`, the child exits, or `timeout`.
-absl::Status WaitForLogLine(const std::string& path, const std::string& text, ChildProcess& child,
-                            absl::Duration timeout) {
+// Polls `ready` until it holds, `child` exits, or `timeout`; errors say "<child> did not <what>".
+absl::Status WaitForChild(ChildProcess& child, const std::string& what, absl::Duration timeout,
+                          const std::function<bool()>& ready) {
   const absl::Time deadline = absl::Now() + timeout;
-  while (ReadTail(path, 64 * 1024).find(text) == std::string::npos) {
+  while (!ready()) {
     if (std::optional<int> code = child.Wait(absl::Milliseconds(10))) {
       return absl::UnavailableError(
-          absl::StrCat(child.name(), " exited with status ", *code, " before it listened"));
+          absl::StrCat(child.name(), " exited with status ", *code, " before it could ", what));
     }
     if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(child.name(), " did not say '", text,
-                                                      "' within ", absl::FormatDuration(timeout)));
+      return absl::DeadlineExceededError(
+          absl::StrCat(child.name(), " did not ", what, " within ", absl::FormatDuration(timeout)));
     }
   }
   return absl::OkStatus();
@@ -143,14 +106,19 @@ absl::Status Sandbox::Boot(const Config& config, const std::string& id,
   RETURN_IF_ERROR(WriteFile(paths_.virtiofsd_pid, absl::StrCat(virtiofsd_->pid())));
   // virtiofsd serves a single connection, so it cannot be probed by connecting; its socket file
   // exists a moment before it listens, and it says when it does.
-  if (absl::Status s = WaitForSocket(paths_.fs_socket, *virtiofsd_, absl::Seconds(10)); !s.ok()) {
-    return Annotate(s, ReadTail(paths_.virtiofsd_log, 1024));
+  const std::string& log = paths_.virtiofsd_log;
+  const std::string& socket = paths_.fs_socket;
+  absl::Status listening =
+      WaitForChild(*virtiofsd_, absl::StrCat("create ", socket), absl::Seconds(10), [&socket] {
+        struct stat st;
+        return stat(socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+      });
+  if (listening.ok()) {
+    listening = WaitForChild(
+        *virtiofsd_, absl::StrCat("say '", kVirtiofsdListening, "'"), absl::Seconds(10),
+        [&log] { return ReadTail(log, 64 * 1024).find(kVirtiofsdListening) != std::string::npos; });
   }
-  if (absl::Status s =
-          WaitForLogLine(paths_.virtiofsd_log, kVirtiofsdListening, *virtiofsd_, absl::Seconds(10));
-      !s.ok()) {
-    return Annotate(s, ReadTail(paths_.virtiofsd_log, 1024));
-  }
+  if (!listening.ok()) return Annotate(listening, ReadTail(log, 1024));
 
   std::vector<std::string> argv = {config.vmm,
                                    "--kernel",

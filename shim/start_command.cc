@@ -18,6 +18,7 @@
 #include "shim/api/runtime_options.pb.h"
 #include "shim/commands.h"
 #include "shim/config.h"
+#include "shim/files.h"
 
 namespace kapsel::shim {
 namespace {
@@ -49,14 +50,6 @@ std::string SandboxGroup(const std::string& bundle, const std::string& id) {
     return sandbox->second;
   }
   return id;
-}
-
-absl::Status WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Start(const ShimArgs& args) {

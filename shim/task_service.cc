@@ -266,15 +266,8 @@ absl::StatusOr<task::StartResponse> TaskService::Start(const task::StartRequest&
       wait.set_container_id(r.id());
       av1::WaitProcessResponse waited;
       if (sandbox->Call("WaitProcess", wait, &waited, absl::Seconds(2)).ok()) {
-        const absl::Time at = absl::FromUnixNanos(waited.exited_at_ns());
-        process->SetExited(static_cast<uint32_t>(waited.exit_status()), at);
-        containerd::events::TaskExit event;
-        event.set_container_id(r.id());
-        event.set_id(r.id());
-        event.set_pid(process->pid());
-        event.set_exit_status(static_cast<uint32_t>(waited.exit_status()));
-        *event.mutable_exited_at() = ToTimestamp(at);
-        events_->Publish("/tasks/exit", event);
+        ReportExit(*process, static_cast<uint32_t>(waited.exit_status()),
+                   absl::FromUnixNanos(waited.exited_at_ns()));
       }
       return started;
     }
@@ -330,11 +323,15 @@ void TaskService::WatchExit(Process* process) {
     LogWarn("process ", process->id(), ": output still flowing ",
             absl::FormatDuration(kOutputDrainTimeout), " after its exit");
   }
-  process->SetExited(exit_status, exited_at);
+  ReportExit(*process, exit_status, exited_at);
+}
+
+void TaskService::ReportExit(Process& process, uint32_t exit_status, absl::Time exited_at) {
+  process.SetExited(exit_status, exited_at);
   containerd::events::TaskExit event;
-  event.set_container_id(process->container_id());
-  event.set_id(process->id());
-  event.set_pid(process->pid());
+  event.set_container_id(process.container_id());
+  event.set_id(process.id());
+  event.set_pid(process.pid());
   event.set_exit_status(exit_status);
   *event.mutable_exited_at() = ToTimestamp(exited_at);
   events_->Publish("/tasks/exit", event);

@@ -85,6 +85,8 @@ class TaskService {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(create_mu_);
   // Waits in the guest for `process` to exit, then for its output, then publishes TaskExit.
   void WatchExit(Process* process);
+  // Marks `process` stopped and publishes TaskExit.
+  void ReportExit(Process& process, uint32_t exit_status, absl::Time exited_at);
   void WatchOom();
 
   const Config config_;

@@ -24,17 +24,18 @@
 #include "common/ttrpc/client.h"
 #include "gtest/gtest.h"
 #include "tests/ttrpc/echo_service.h"
-#include "tests/ttrpc/shim_task.pb.h"
+#include "google/protobuf/empty.pb.h"
+#include "shim/api/task.pb.h"
 
 extern char** environ;
 
 namespace kapsel::ttrpc {
 namespace {
 
-using ::kapsel::ttrpc::test::task::ConnectRequest;
-using ::kapsel::ttrpc::test::task::ConnectResponse;
-using ::kapsel::ttrpc::test::task::Empty;
-using ::kapsel::ttrpc::test::task::ShutdownRequest;
+using ::containerd::task::v2::ConnectRequest;
+using ::containerd::task::v2::ConnectResponse;
+using ::containerd::task::v2::ShutdownRequest;
+using ::google::protobuf::Empty;
 using ::kapsel::ttrpc::testing::TempDir;
 
 constexpr char kShim[] = "/usr/bin/containerd-shim-runc-v2";
