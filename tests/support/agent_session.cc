@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/agent/dialer.h"
 #include "common/oci/spec.h"
@@ -54,16 +55,20 @@ absl::StatusOr<UniqueFd> AgentSession::Stdio(const std::string& container_id,
   return agent::DialStdio(endpoint_, container_id, exec_id, stream, absl::Seconds(10));
 }
 
-std::string ReadToEof(int fd, absl::Duration timeout) {
+std::string ReadToEof(int fd, absl::Duration timeout, bool* reached_eof) {
   const absl::Time deadline = absl::Now() + timeout;
   std::string data;
   char buffer[65536];
+  if (reached_eof != nullptr) *reached_eof = false;
   while (true) {
     const int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
     pollfd pfd{fd, POLLIN, 0};
     if (ms <= 0 || poll(&pfd, 1, static_cast<int>(ms)) <= 0) return data;
     ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n <= 0) return data;
+    if (n <= 0) {
+      if (reached_eof != nullptr) *reached_eof = n == 0;
+      return data;
+    }
     data.append(buffer, static_cast<size_t>(n));
   }
 }
@@ -102,12 +107,20 @@ absl::StatusOr<ContainerRun> AgentSession::RunContainer(const std::string& id,
     });
   }
   ContainerRun run;
-  std::thread err_reader([&] { run.err = ReadToEof(err.get(), absl::Seconds(120)); });
-  run.out = ReadToEof(out.get(), absl::Seconds(120));
+  constexpr absl::Duration kOutputTimeout = absl::Seconds(120);
+  bool err_ended = false, out_ended = false;
+  std::thread err_reader([&] { run.err = ReadToEof(err.get(), kOutputTimeout, &err_ended); });
+  run.out = ReadToEof(out.get(), kOutputTimeout, &out_ended);
   err_reader.join();
   if (feeder.joinable()) {
     shutdown(in.get(), SHUT_RDWR);  // a process that stopped reading must not block the feeder
     feeder.join();
+  }
+  if (!out_ended || !err_ended) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "container ", id, ": its ", out_ended ? "stderr" : "stdout", " did not end within ",
+        absl::FormatDuration(kOutputTimeout), " (stdout so far: \"", absl::CHexEscape(run.out),
+        "\", stderr so far: \"", absl::CHexEscape(run.err), "\")"));
   }
   agent::v1::ProcessRequest wait;
   wait.set_container_id(id);

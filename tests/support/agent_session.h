@@ -53,8 +53,8 @@ class AgentSession {
   std::unique_ptr<ttrpc::Client> client_;
 };
 
-// Reads until EOF (or `timeout`).
-std::string ReadToEof(int fd, absl::Duration timeout);
+// Reads until EOF (or `timeout`); *reached_eof, if given, tells which came first.
+std::string ReadToEof(int fd, absl::Duration timeout, bool* reached_eof = nullptr);
 
 // `runc spec`'s default spec (what most OCI tools start from) with `args` as the process.
 absl::StatusOr<oci::v1::Spec> DefaultSpec(const std::vector<std::string>& args);

@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/agent_session.h"
+#include "tests/support/e2e_guest.h"
 #include "tests/support/subprocess.h"
 
 namespace kapsel::agent {
@@ -33,8 +34,8 @@ class AgentVmTest : public ::testing::Test {
     const std::string disk = absl::StrCat(KAPSEL_ROOTFS_IMAGE, ",ro");
     auto vmm = testing::Subprocess::Start(
         {KAPSEL_BIN_DIR "/kapsel-vmm", "--kernel", KAPSEL_GUEST_DIR "/vmlinux", "--initrd",
-         KAPSEL_AGENT_INITRAMFS, "--mem", "512", "--vcpus", "2", "--disk", disk, "--vsock",
-         absl::StrCat("3,", *dir_, "/vsock.sock"), "--cmdline",
+         KAPSEL_AGENT_INITRAMFS, "--mem", "512", "--vcpus", testing::E2eGuestVcpus(), "--disk",
+         disk, "--vsock", absl::StrCat("3,", *dir_, "/vsock.sock"), "--cmdline",
          "console=ttyS0 reboot=k panic=-1 quiet"});
     ASSERT_TRUE(vmm.ok()) << vmm.status();
     vmm_ = vmm->release();

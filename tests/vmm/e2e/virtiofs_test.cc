@@ -23,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/agent_session.h"
+#include "tests/support/e2e_guest.h"
 #include "tests/support/subprocess.h"
 
 namespace kapsel {
@@ -97,7 +98,7 @@ class Sandbox {
 
     auto vmm = Subprocess::Start(
         {KAPSEL_BIN_DIR "/kapsel-vmm", "--kernel", KAPSEL_GUEST_DIR "/vmlinux", "--initrd",
-         KAPSEL_AGENT_INITRAMFS, "--mem", "512", "--vcpus", "2", "--fs",
+         KAPSEL_AGENT_INITRAMFS, "--mem", "512", "--vcpus", testing::E2eGuestVcpus(), "--fs",
          absl::StrCat(kTag, ",", socket), "--vsock", absl::StrCat("3,", dir_, "/vsock.sock"),
          "--cmdline", "console=ttyS0 reboot=k panic=-1 quiet"});
     ASSERT_TRUE(vmm.ok()) << vmm.status();

@@ -20,6 +20,7 @@
 #include "common/unique_fd.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/e2e_guest.h"
 #include "tests/support/subprocess.h"
 
 namespace kapsel {
@@ -94,8 +95,8 @@ class VsockE2eTest : public ::testing::Test {
     });
 
     absl::StatusOr<std::unique_ptr<testing::Subprocess>> vm = testing::Subprocess::Start(
-        {kVmm, "--kernel", kVmlinux, "--initrd", kInitramfs, "--mem", "256", "--vcpus", "2",
-         "--vsock", absl::StrCat("3,", *path_), "--cmdline",
+        {kVmm, "--kernel", kVmlinux, "--initrd", kInitramfs, "--mem", "256", "--vcpus",
+         testing::E2eGuestVcpus(), "--vsock", absl::StrCat("3,", *path_), "--cmdline",
          absl::StrCat("console=ttyS0 reboot=k panic=-1 quiet kapsel.vsock_hello=", kHelloPort,
                       " kapsel.vsock_echo=", kEchoPort)});
     ASSERT_TRUE(vm.ok()) << vm.status();
