@@ -12,9 +12,13 @@
 #include "common/agent/agent.pb.h"
 #include "common/ttrpc/server.h"
 #include "guest-agent/container/container.h"
+#include "guest-agent/lite_protos.h"
 #include "guest-agent/process_table.h"
 
 namespace kapsel::agent {
+
+static_assert(kIsLiteMessage<v1::CreateContainerRequest>,
+              "the guest uses the lite copy of common/agent/agent.proto");
 
 inline constexpr char kAgentService[] = "kapsel.agent.v1.Agent";
 inline constexpr uint32_t kApiVersion = 1;

@@ -1,8 +1,10 @@
 // Figures for kapsel-agent in a real microVM, driven over hybrid vsock like the shim drives it:
 // ttrpc round trip (Health), stdio throughput (a container writing to stdout), and container
 // create + start + wait latency. Needs a KVM that boots Linux: scripts/bench runs it through
-// tests/testhost/e2e. Prints medians; the ttrpc goal is <= 30 us on hardware KVM.
+// tests/testhost/e2e. Prints medians; the ttrpc goal is <= 30 us on hardware KVM. Also prints the
+// size of the agent binary and of the initramfs it is in (tests/agent/size keeps the budget).
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,7 +33,20 @@ double Median(std::vector<double> v) {
   return v.empty() ? -1 : v[v.size() / 2];
 }
 
+// A file's size in bytes, -1 if it cannot be read.
+long long FileSize(const char* path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? static_cast<long long>(st.st_size) : -1;
+}
+
 int Run() {
+  const long long agent_bytes = FileSize(KAPSEL_BIN_DIR "/kapsel-agent");
+  std::printf("kapsel-agent binary (static, stripped)  %8.2f MiB (%lld bytes; goal <= 2 MiB)\n",
+              agent_bytes / 1048576.0, agent_bytes);
+  const long long initramfs_bytes = FileSize(KAPSEL_AGENT_INITRAMFS);
+  std::printf("agent initramfs                         %8.2f MiB (%lld bytes)\n",
+              initramfs_bytes / 1048576.0, initramfs_bytes);
+
   char dir[] = "/tmp/kapsel-agent-bench-XXXXXX";
   if (mkdtemp(dir) == nullptr) return 1;
   const std::string socket = absl::StrCat(dir, "/vsock.sock");

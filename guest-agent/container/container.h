@@ -39,8 +39,12 @@
 #include "common/unique_fd.h"
 #include "guest-agent/container/cgroup.h"
 #include "guest-agent/container/plan.h"
+#include "guest-agent/lite_protos.h"
 
 namespace kapsel::agent {
+
+static_assert(kIsLiteMessage<oci::v1::Spec>,
+              "the guest uses the lite copy of common/oci/spec.proto");
 
 // The stdio of a process: fds in the caller (not taken over; the caller may close them once
 // Create/Exec returned). -1 gives /dev/null. Ignored in terminal mode.
