@@ -63,6 +63,10 @@ std::string SandboxPaths::agent_endpoint() const {
   return absl::StrCat("hvsock:", vsock, ":", kAgentPort);
 }
 
+std::string GuestDiskDevice(size_t index) {
+  return absl::StrCat("/dev/vd", std::string(1, static_cast<char>('a' + index)));
+}
+
 std::string SandboxDir(const Config& config, const std::string& ns, const std::string& id) {
   return absl::StrCat(config.state_dir, "/", ns, "/", id);
 }
@@ -70,10 +74,11 @@ std::string SandboxDir(const Config& config, const std::string& ns, const std::s
 absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Start(const Config& config, SandboxPaths paths,
                                                         const std::string& id,
                                                         const std::string& hostname,
+                                                        const std::vector<VmDisk>& disks,
                                                         VmExitCallback on_exit) {
   std::unique_ptr<Sandbox> sandbox(new Sandbox(std::move(paths)));
   sandbox->on_exit_ = std::move(on_exit);
-  absl::Status status = sandbox->Boot(config, id, hostname);
+  absl::Status status = sandbox->Boot(config, id, hostname, disks);
   if (!status.ok()) {
     const std::string console = sandbox->ConsoleTail();
     sandbox->Stop();
@@ -85,8 +90,9 @@ absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Start(const Config& config, Sa
   return sandbox;
 }
 
-absl::Status Sandbox::Boot(const Config& config, const std::string& id,
-                           const std::string& hostname) {
+absl::Status Sandbox::Boot(const Config& config, const std::string& id, const std::string& hostname,
+                           const std::vector<VmDisk>& disks) {
+  if (disks.size() > 26) return absl::InvalidArgumentError("more than 26 disks for one VM");
   std::error_code ec;
   std::filesystem::create_directories(paths_.shared, ec);
   if (ec) return absl::InternalError(absl::StrCat("mkdir ", paths_.shared, ": ", ec.message()));
@@ -135,6 +141,10 @@ absl::Status Sandbox::Boot(const Config& config, const std::string& id,
                                    absl::StrCat(kGuestCid, ",", paths_.vsock),
                                    "--fs",
                                    absl::StrCat(kSharedTag, ",", paths_.fs_socket)};
+  for (const VmDisk& disk : disks) {
+    argv.push_back("--disk");
+    argv.push_back(disk.read_only ? absl::StrCat(disk.path, ",ro") : disk.path);
+  }
   if (!config.kernel_cmdline.empty()) {
     argv.push_back("--cmdline");
     argv.push_back(config.kernel_cmdline);

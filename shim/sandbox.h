@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/ttrpc/client.h"
@@ -39,6 +40,14 @@ struct SandboxPaths {
   std::string agent_endpoint() const;  // "hvsock:<vsock>:1024"
 };
 
+// A virtio-blk disk of the VM: a block device or an image file on the host.
+struct VmDisk {
+  std::string path;
+  bool read_only = false;
+};
+// The guest's device node for the `index`th disk (/dev/vda, /dev/vdb, ...).
+std::string GuestDiskDevice(size_t index);
+
 // <state_dir>/<namespace>/<sandbox id>
 std::string SandboxDir(const Config& config, const std::string& ns, const std::string& id);
 
@@ -47,12 +56,13 @@ class Sandbox {
   // Called once, on the sandbox's watcher thread, when kapsel-vmm exits for any reason.
   using VmExitCallback = std::function<void(int exit_code)>;
 
-  // Boots the VM and waits (up to config.boot_timeout) for the agent; then CreateSandbox with
-  // `hostname`. On error everything started is stopped and removed; the message carries the end
-  // of the guest console.
+  // Boots the VM with `disks` and waits (up to config.boot_timeout) for the agent; then
+  // CreateSandbox with `hostname`. On error everything started is stopped and removed; the
+  // message carries the end of the guest console.
   static absl::StatusOr<std::unique_ptr<Sandbox>> Start(const Config& config, SandboxPaths paths,
                                                         const std::string& id,
                                                         const std::string& hostname,
+                                                        const std::vector<VmDisk>& disks,
                                                         VmExitCallback on_exit);
   Sandbox(const Sandbox&) = delete;
   Sandbox& operator=(const Sandbox&) = delete;
@@ -75,7 +85,8 @@ class Sandbox {
 
  private:
   explicit Sandbox(SandboxPaths paths) : paths_(std::move(paths)) {}
-  absl::Status Boot(const Config& config, const std::string& id, const std::string& hostname);
+  absl::Status Boot(const Config& config, const std::string& id, const std::string& hostname,
+                    const std::vector<VmDisk>& disks);
 
   const SandboxPaths paths_;
   std::unique_ptr<ChildProcess> virtiofsd_;

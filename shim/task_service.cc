@@ -11,7 +11,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "shim/api/cgroups_metrics.pb.h"
 #include "shim/api/events.pb.h"
-#include "shim/guest_spec.h"
+#include "shim/block_rootfs.h"
 #include "shim/log.h"
 #include "shim/mounts.h"
 
@@ -134,7 +134,13 @@ absl::StatusOr<std::shared_ptr<Process>> TaskService::FindProcess(const std::str
   return it->second;
 }
 
-absl::Status TaskService::EnsureSandbox(const std::string& hostname) {
+bool TaskService::HasSandbox() {
+  absl::MutexLock lock(&mu_);
+  return sandbox_ != nullptr;
+}
+
+absl::Status TaskService::EnsureSandbox(const std::string& hostname,
+                                        const std::vector<VmDisk>& disks) {
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return absl::FailedPreconditionError("the shim is shutting down");
@@ -145,7 +151,7 @@ absl::Status TaskService::EnsureSandbox(const std::string& hostname) {
   }
   const std::string dir = SandboxDir(config_, identity_.ns, identity_.sandbox_id);
   ASSIGN_OR_RETURN(std::unique_ptr<Sandbox> sandbox,
-                   Sandbox::Start(config_, SandboxPaths(dir), identity_.sandbox_id, hostname,
+                   Sandbox::Start(config_, SandboxPaths(dir), identity_.sandbox_id, hostname, disks,
                                   [](int code) { LogInfo("sandbox VM stopped: status ", code); }));
   {
     absl::MutexLock lock(&mu_);
@@ -188,14 +194,25 @@ absl::StatusOr<task::CreateTaskResponse> TaskService::CreateLocked(const task::C
     return absl::InvalidArgumentError(
         "config.json process.terminal disagrees with the task's terminal setting");
   }
-  RETURN_IF_ERROR(EnsureSandbox(spec.hostname()));
+  // A block rootfs becomes the VM's disk when this container boots the VM; a pod's later
+  // container (the VM runs already) gets it mounted on the host like any other rootfs.
+  const std::vector<containerd::types::Mount> mounts(r.rootfs().begin(), r.rootfs().end());
+  std::optional<BlockRootfs> block;
+  if (!HasSandbox()) {
+    ASSIGN_OR_RETURN(block, AsBlockRootfs(mounts));
+  }
+  std::vector<VmDisk> disks;
+  if (block.has_value()) disks.push_back({block->source, block->read_only});
+  RETURN_IF_ERROR(EnsureSandbox(spec.hostname(), disks));
   ASSIGN_OR_RETURN(std::shared_ptr<Sandbox> sandbox, GetSandbox());
 
-  // The root filesystem: containerd's mounts (or the bundle's rootfs) on <host_dir>/rootfs,
-  // which the guest sees at <kGuestSharedDir>/<id>/rootfs.
+  // Otherwise the root filesystem is containerd's mounts (or the bundle's rootfs) on
+  // <host_dir>/rootfs, which the guest sees at <kGuestSharedDir>/<id>/rootfs.
   const std::string rootfs = host_dir + "/rootfs";
-  if (r.rootfs_size() > 0) {
-    RETURN_IF_ERROR(MountAll({r.rootfs().begin(), r.rootfs().end()}, rootfs));
+  if (block.has_value()) {
+    // Nothing to mount on the host.
+  } else if (!mounts.empty()) {
+    RETURN_IF_ERROR(MountAll(mounts, rootfs));
   } else {
     std::string source = spec.root().path();
     if (source.empty()) return absl::InvalidArgumentError("config.json has no root.path");
@@ -203,13 +220,20 @@ absl::StatusOr<task::CreateTaskResponse> TaskService::CreateLocked(const task::C
     RETURN_IF_ERROR(BindMount(source, rootfs, /*read_only=*/false));
   }
   const std::string guest_dir = absl::StrCat(kGuestSharedDir, "/", r.id());
-  RETURN_IF_ERROR(PrepareGuestSpec(host_dir, guest_dir, &spec));
+  RETURN_IF_ERROR(PrepareGuestSpec(host_dir, guest_dir, RunningNamespaces(), &spec));
 
   ASSIGN_OR_RETURN(std::unique_ptr<ProcessIo> io, ProcessIo::Open(stdio));
   av1::CreateContainerRequest create;
   create.set_container_id(r.id());
   *create.mutable_spec() = spec;
-  create.mutable_rootfs()->mutable_guest_path()->set_path(guest_dir + "/rootfs");
+  if (block.has_value()) {
+    av1::Rootfs::BlockDevice* device = create.mutable_rootfs()->mutable_block();
+    device->set_device(GuestDiskDevice(0));
+    device->set_fs_type(block->fs_type);
+    for (const std::string& option : block->options) device->add_options(option);
+  } else {
+    create.mutable_rootfs()->mutable_guest_path()->set_path(guest_dir + "/rootfs");
+  }
   create.set_stdin(io->has_stdin());
   av1::CreateContainerResponse created;
   RETURN_IF_ERROR(sandbox->Call("CreateContainer", create, &created, absl::Seconds(60)));
@@ -297,6 +321,17 @@ absl::StatusOr<task::StartResponse> TaskService::Start(const task::StartRequest&
   process->StartWaiter([this, p = process.get()] { WatchExit(p); });
   response.set_pid(process->pid());
   return response;
+}
+
+SandboxNamespaces TaskService::RunningNamespaces() {
+  SandboxNamespaces namespaces;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, container] : containers_) {
+    if (container->init->exited() || container->init->pid() == 0) continue;
+    namespaces.container_inits.insert(container->init->pid());
+    if (id == identity_.sandbox_id) namespaces.sandbox_init = container->init->pid();
+  }
+  return namespaces;
 }
 
 void TaskService::WatchExit(Process* process) {

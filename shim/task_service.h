@@ -18,6 +18,7 @@
 #include "shim/api/task.pb.h"
 #include "shim/config.h"
 #include "shim/event_publisher.h"
+#include "shim/guest_spec.h"
 #include "shim/process.h"
 #include "shim/sandbox.h"
 
@@ -78,11 +79,16 @@ class TaskService {
   absl::StatusOr<std::shared_ptr<Container>> FindContainer(const std::string& id);
   absl::StatusOr<std::shared_ptr<Process>> FindProcess(const std::string& id,
                                                        const std::string& exec_id);
-  // Boots the sandbox on the first Create.
-  absl::Status EnsureSandbox(const std::string& hostname) ABSL_EXCLUSIVE_LOCKS_REQUIRED(create_mu_);
+  // Whether the sandbox's VM was started (by an earlier Create).
+  bool HasSandbox();
+  // Boots the sandbox on the first Create, with `disks`.
+  absl::Status EnsureSandbox(const std::string& hostname, const std::vector<VmDisk>& disks)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(create_mu_);
   absl::StatusOr<containerd::task::v2::CreateTaskResponse> CreateLocked(
       const containerd::task::v2::CreateTaskRequest& r, const std::string& host_dir)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(create_mu_);
+  // The namespaces a new container may join: those of the containers running in the sandbox.
+  SandboxNamespaces RunningNamespaces();
   // Waits in the guest for `process` to exit, then for its output, then publishes TaskExit.
   void WatchExit(Process* process);
   // Marks `process` stopped and publishes TaskExit.

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,40 +16,19 @@
 #include "absl/strings/strip.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/support/subprocess.h"
+#include "tests/support/containerd_e2e.h"
 
 namespace kapsel::shim {
 namespace {
 
+using testing::Describe;
 using ::testing::HasSubstr;
 using testing::ProcessResult;
+using testing::Sh;
 
 constexpr char kImage[] = "kapsel.test/busybox:latest";
 constexpr char kKapselRuntime[] = "io.containerd.kapsel.v2";
 constexpr char kRuncRuntime[] = "io.containerd.runc.v2";
-constexpr char kStateDir[] = "/run/kapsel";
-
-// Every command with its duration and exit, also in shim_e2e_progress.log in the working
-// directory (kept when a run times out, which is when it is needed).
-ProcessResult Sh(const std::string& script, absl::Duration timeout = absl::Seconds(180)) {
-  const absl::Time start = absl::Now();
-  absl::StatusOr<ProcessResult> r = testing::RunProcess({"/bin/bash", "-c", script}, timeout);
-  std::ofstream("shim_e2e_progress.log", std::ios::app)
-      << absl::FormatTime("%H:%M:%S ", start, absl::UTCTimeZone())
-      << absl::ToInt64Milliseconds(absl::Now() - start) << " ms, exit "
-      << (r.ok() ? r->exit_code : -1) << ": " << script.substr(0, 300) << "\n";
-  if (!r.ok()) {
-    ProcessResult failed;
-    failed.err = r.status().ToString();
-    return failed;
-  }
-  return *r;
-}
-
-std::string Describe(const ProcessResult& r) {
-  return absl::StrCat("exit ", r.exit_code, r.timed_out ? " (timed out)" : "",
-                      "\nstdout: ", r.out.substr(0, 2000), "\nstderr: ", r.err.substr(0, 4000));
-}
 
 class ShimE2eTest : public ::testing::TestWithParam<const char*> {
  protected:
@@ -72,25 +50,7 @@ class ShimE2eTest : public ::testing::TestWithParam<const char*> {
                     " 2>/dev/null; true"));
   }
 
-  void TearDown() override { ExpectNothingLeft(); }
-
-  void ExpectNothingLeft() {
-    ProcessResult tasks = Sh("ctr task ls -q; ctr container ls -q");
-    EXPECT_EQ(tasks.out, "") << "containers left behind";
-    // Shims exit shortly after their last container; give them a moment.
-    ProcessResult procs = Sh(
-        // (The brackets keep the pattern from matching this very shell's command line.)
-        "for i in $(seq 50); do pgrep -f '[c]ontainerd-shim-kapsel-v2|[k]apsel-vmm|[v]irtiofsd' "
-        ">/dev/null || exit 0; sleep 0.2; done; ps -eo pid,args | grep -E "
-        "'[c]ontainerd-shim-kapsel-v2|[k]apsel-vmm|[v]irtiofsd'; exit 1");
-    EXPECT_EQ(procs.exit_code, 0) << "processes left behind:\n" << procs.out;
-    ProcessResult mounts = Sh(absl::StrCat("grep -c ' ", kStateDir, "' /proc/self/mounts"));
-    EXPECT_EQ(absl::StripAsciiWhitespace(mounts.out), "0") << "mounts left behind";
-    ProcessResult files =
-        Sh(absl::StrCat("find ", kStateDir, " -mindepth 1 -not -type d ", "2>/dev/null; find ",
-                        kStateDir, " -mindepth 2 -type d 2>/dev/null"));
-    EXPECT_EQ(files.out, "") << "files left behind under " << kStateDir;
-  }
+  void TearDown() override { testing::ExpectNothingLeft("kapsel"); }
 };
 
 TEST_P(ShimE2eTest, EchoOutput) {
@@ -130,15 +90,11 @@ TEST_P(ShimE2eTest, ExecPsMetricsPauseResume) {
   ProcessResult r = Sh(RunDetached("busy", "sleep 1000"));
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
 
-  // runc's exec fails inside the test host ("stat /bin/sh: no such file or directory": its exec
-  // does not find the container's root there), so exec is checked for kapsel only.
-  if (kapsel()) {
-    r = Sh("ctr task exec --exec-id e1 busy /bin/sh -c 'echo from exec; exit 5'");
-    EXPECT_EQ(r.exit_code, 5) << Describe(r);
-    EXPECT_EQ(r.out, "from exec\n") << Describe(r);
-    r = Sh("echo piped | ctr task exec --exec-id e2 busy /bin/cat");
-    EXPECT_EQ(r.out, "piped\n") << Describe(r);
-  }
+  r = Sh("ctr task exec --exec-id e1 busy /bin/sh -c 'echo from exec; exit 5'");
+  EXPECT_EQ(r.exit_code, 5) << Describe(r);
+  EXPECT_EQ(r.out, "from exec\n") << Describe(r);
+  r = Sh("echo piped | ctr task exec --exec-id e2 busy /bin/cat");
+  EXPECT_EQ(r.out, "piped\n") << Describe(r);
 
   r = Sh("ctr task ps busy");
   EXPECT_EQ(r.exit_code, 0) << Describe(r);
@@ -157,10 +113,8 @@ TEST_P(ShimE2eTest, ExecPsMetricsPauseResume) {
   EXPECT_THAT(r.out, HasSubstr("PAUSED")) << Describe(r);
   r = Sh("ctr task resume busy && ctr task ls | grep busy");
   EXPECT_THAT(r.out, HasSubstr("RUNNING")) << Describe(r);
-  if (kapsel()) {
-    r = Sh("ctr task exec --exec-id e3 busy /bin/echo alive");
-    EXPECT_EQ(r.out, "alive\n") << Describe(r);
-  }
+  r = Sh("ctr task exec --exec-id e3 busy /bin/echo alive");
+  EXPECT_EQ(r.out, "alive\n") << Describe(r);
   Remove("busy");
 }
 

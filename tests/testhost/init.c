@@ -4,9 +4,9 @@
 //
 // It mounts the outer machine's root (virtio-9p, read-only) under a throwaway tmpfs layer
 // (overlayfs) at /newroot, mounts /proc, /sys, cgroup2, /dev, /tmp, /run, the requested output
-// directories and tmpfs mounts there, runs the job in it (chroot) with stdout and stderr on two
-// virtio-serial ports, reports its exit status on a third, and resets the machine (reboot=t + QEMU
-// -no-reboot: QEMU exits).
+// directories and tmpfs mounts there, runs the job in it (moved onto /, then chroot) with stdout
+// and stderr on two virtio-serial ports, reports its exit status on a third, and resets the
+// machine (reboot=t + QEMU -no-reboot: QEMU exits).
 //
 // Kernel command line: kapsel.job=DIR, a directory of the outer machine (read through 9p) with:
 //   job.env   lines "cwd PATH", "outdir PATH" (9p tags outdir0, outdir1, ... in order), "tmpfs
@@ -277,8 +277,13 @@ int main(void) {
   if (child < 0) fail("fork: %m");
   if (child == 0) {
     setsid();
-    if (chroot("/newroot") != 0 || chdir("/") != 0) {
-      dprintf(err_fd, "kapsel test host: chroot: %m\n");
+    // Move the new root onto / (as switch_root does) rather than only chroot into it: setns()
+    // into a container's mount namespace puts the caller at the namespace's root mount and the
+    // mounts stacked on it, so runc/crun exec would not find the container's root otherwise.
+    // PID 1 keeps the initramfs as its root.
+    if (chdir("/newroot") != 0 || mount("/newroot", "/", NULL, MS_MOVE, NULL) != 0 ||
+        chroot(".") != 0 || chdir("/") != 0) {
+      dprintf(err_fd, "kapsel test host: switching to the new root: %m\n");
       _exit(125);
     }
     if (chdir(cwd) != 0) {
