@@ -1,6 +1,7 @@
 // The serving shim: containerd.task.v2.Task on the listener `start` passed as fd 3.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -45,6 +46,9 @@ const char* Env(const char* name) {
 }  // namespace
 
 int RunServe(const ShimArgs& args) {
+  // Re-executed through /proc/self/exe, the process would be named "exe" (ps, top): name it as
+  // containerd's shims are named (the 15 characters the kernel keeps).
+  prctl(PR_SET_NAME, "containerd-shim");
   // Signals are read by this thread (sigtimedwait); every thread started later inherits the mask.
   sigset_t signals;
   sigemptyset(&signals);

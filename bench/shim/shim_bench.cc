@@ -1,7 +1,8 @@
 // containerd end to end, kapsel beside runc in the same environment and run:
 //   - `ctr run --rm <busybox> true` latency (median of --runs),
 //   - host memory of an idle sandbox: the PSS of the shim's whole process tree (for kapsel: shim,
-//     kapsel-vmm with the guest memory it touched, virtiofsd; for runc: shim and the container).
+//     kapsel-vmm with the guest memory it touched, virtiofsd; for runc: shim and the container),
+//     also by process, with the guest's RAM apart.
 // Prints both and the kapsel/runc ratios. Targets on hardware KVM: latency <= 2x runc,
 // <= 16 MiB PSS per idle busybox sandbox. Runs under tests/support/private-containerd
 // (scripts/bench), in the test host without hardware KVM, where TCG inflates every kapsel time.
@@ -20,6 +21,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -76,10 +78,42 @@ std::map<int, int> Parents() {
   return parents;
 }
 
-// Sum of Pss (KiB) over `root` and its descendants.
-long TreePssKib(int root) {
-  const std::map<int, int> parents = Parents();
+// Sum of the "Pss:" lines of /proc/<pid>/<file> (KiB); with `only_mapping`, only of the
+// mappings whose header line contains it (smaps).
+long PssKib(int pid, const char* file, const std::string& only_mapping = "") {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/", file));
+  std::string line;
   long total = 0;
+  bool counted = only_mapping.empty();
+  while (std::getline(in, line)) {
+    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (fields.empty()) continue;
+    if (!only_mapping.empty() && fields[0].find('-') != std::string::npos &&
+        fields[0].back() != ':') {
+      counted = line.find(only_mapping) != std::string::npos;  // a mapping's header line
+      continue;
+    }
+    long value;
+    if (counted && fields.size() >= 2 && fields[0] == "Pss:" &&
+        absl::SimpleAtoi(fields[1], &value)) {
+      total += value;
+    }
+  }
+  return total;
+}
+
+std::string Comm(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/comm"));
+  std::string comm;
+  std::getline(in, comm);
+  return comm;
+}
+
+// Pss (KiB) of `root` and its descendants, by process name; kapsel-vmm's guest memory (the memfd
+// it shares with virtiofsd) apart as "guest RAM".
+std::map<std::string, long> TreePssKib(int root) {
+  const std::map<int, int> parents = Parents();
+  std::map<std::string, long> by_name;
   for (const auto& [pid, ppid] : parents) {
     bool in_tree = false;
     for (int p = pid; p > 1; p = parents.count(p) ? parents.at(p) : 0) {
@@ -89,18 +123,31 @@ long TreePssKib(int root) {
       }
     }
     if (!in_tree) continue;
-    // "Pss:   1234 kB" after a header line naming the range.
-    std::ifstream rollup(absl::StrCat("/proc/", pid, "/smaps_rollup"));
-    std::string line;
-    while (std::getline(rollup, line)) {
-      std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
-      long value;
-      if (fields.size() >= 2 && fields[0] == "Pss:" && absl::SimpleAtoi(fields[1], &value)) {
-        total += value;
-      }
+    const std::string comm = Comm(pid);
+    long pss = PssKib(pid, "smaps_rollup");
+    if (comm == "kapsel-vmm") {
+      const long guest = PssKib(pid, "smaps", "kapsel-guest-ram");
+      by_name["guest RAM"] += guest;
+      pss -= guest;
     }
+    by_name[comm] += pss;
   }
+  return by_name;
+}
+
+long Total(const std::map<std::string, long>& by_name) {
+  long total = 0;
+  for (const auto& [name, kib] : by_name) total += kib;
   return total;
+}
+
+std::string Breakdown(const std::map<std::string, long>& by_name) {
+  std::string out;
+  for (const auto& [name, kib] : by_name) {
+    absl::StrAppend(&out, out.empty() ? "" : ", ", name, " ",
+                    absl::StrFormat("%.1f", kib / 1024.0));
+  }
+  return out;
 }
 
 }  // namespace
@@ -108,6 +155,7 @@ long TreePssKib(int root) {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   std::map<std::string, double> latency_ms, pss_mib;
+  std::map<std::string, std::string> pss_breakdown;
   for (const Runtime& rt : kRuntimes) {
     std::vector<double> times;
     for (int i = 0; i < absl::GetFlag(FLAGS_runs); ++i) {
@@ -132,7 +180,9 @@ int main(int argc, char** argv) {
                    r.err.c_str());
       return 1;
     }
-    pss_mib[rt.name] = TreePssKib(shim_pid) / 1024.0;
+    const std::map<std::string, long> pss = TreePssKib(shim_pid);
+    pss_mib[rt.name] = Total(pss) / 1024.0;
+    pss_breakdown[rt.name] = Breakdown(pss);
     Sh(absl::StrCat("ctr task kill -s KILL ", id, "; sleep 1; ctr task delete ", id,
                     "; ctr container delete ", id));
   }
@@ -145,5 +195,8 @@ int main(int argc, char** argv) {
       "idle busybox sandbox PSS (shim process tree): kapsel %.1f MiB, runc %.1f MiB, "
       "ratio %.1f (goal: kapsel <= 16 MiB)\n",
       pss_mib["kapsel"], pss_mib["runc"], pss_mib["kapsel"] / pss_mib["runc"]);
+  for (const Runtime& rt : kRuntimes) {
+    std::printf("  %s PSS by process (MiB): %s\n", rt.name, pss_breakdown[rt.name].c_str());
+  }
   return 0;
 }
