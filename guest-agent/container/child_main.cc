@@ -9,6 +9,7 @@
 
 #include <cerrno>
 
+#include "guest-agent/container/child_network.h"
 #include "guest-agent/container/child_process.h"
 #include "guest-agent/container/child_rootfs.h"
 #include "guest-agent/container/child_util.h"
@@ -46,6 +47,7 @@ void Send(SyncType type) {
     if (SetResUid(0) != 0 && errno != EINVAL) Fail(errno, "setresuid(0) in the user ns");
     SetGroups(0, nullptr);
   }
+  if (plan.loopback_up) BringLoopbackUp();
   SetupRootfs(plan);
   WriteSysctls(plan);
   int tty = -1;

@@ -211,6 +211,7 @@ absl::StatusOr<BuiltInitPlan> BuildInitPlan(const oci::v1::Spec& spec,
   plan.clone_flags = ns.new_flags;
   plan.join_namespaces = ns.joins;
   plan.new_user_namespace = (ns.new_flags & CLONE_NEWUSER) != 0;
+  plan.loopback_up = (ns.new_flags & CLONE_NEWNET) != 0;
   if (plan.new_user_namespace) {
     if (linux.uid_mappings().empty() || linux.gid_mappings().empty()) {
       return absl::InvalidArgumentError(

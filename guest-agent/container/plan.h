@@ -122,6 +122,7 @@ struct InitPlan {
   std::vector<JoinNamespace> join_namespaces;  // user namespace first
   std::optional<IdMap> id_map;                 // written by the parent when a user ns is new
   bool new_user_namespace = false;
+  bool loopback_up = false;  // a new network namespace: its lo is brought up
 
   std::string rootfs;  // absolute host path
   bool rootfs_readonly = false;

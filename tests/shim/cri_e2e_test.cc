@@ -1,8 +1,8 @@
 // Kubernetes pods through containerd's CRI plugin: a pod's containers run in one kapsel microVM and
 // share the pod's namespaces, as they do with runc (io.containerd.runc.v2, the reference, same
 // scenarios, same environment). Driven with kapsel-cri (tests/support/cri) under
-// tests/support/private-containerd --cri, inside tests/testhost/e2e. Pods use the node's network
-// (no CNI here). Every case checks afterwards that nothing of kapsel is left.
+// tests/support/private-containerd --cri (a CNI bridge in containerd's own network namespace),
+// inside tests/testhost/e2e. Every case checks afterwards that nothing of kapsel is left.
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -49,19 +49,23 @@ class CriE2eTest : public ::testing::TestWithParam<const char*> {
     testing::ExpectNothingLeft("k8s.io");
   }
 
-  // A pod with the node's network, its own pid and ipc namespaces shared by its containers.
-  // Returns the pod sandbox id ("" after a test failure).
-  std::string RunPod(const std::string& name) {
+  // A pod whose pid and ipc namespaces are shared by its containers, on the node's network
+  // (`network` "NODE") or the pod's own (CNI, "POD"). Returns the pod sandbox id ("" after a test
+  // failure).
+  std::string RunPod(const std::string& name, const std::string& network = "NODE") {
     const std::string config = absl::StrCat(dir_, "/", name, ".json");
+    const std::string namespaces =
+        absl::StrCat(R"({"network":")", network, R"(","pid":"POD","ipc":"POD"})");
     WriteFile(config, absl::StrCat(R"({"metadata":{"name":")", name, R"(","uid":")", name,
                                    R"(-uid","namespace":"default"},"logDirectory":")", dir_,
                                    R"(/logs","linux":{"securityContext":{"namespaceOptions":)",
-                                   kPodNamespaces, "}}}"));
+                                   namespaces, "}}}"));
     ProcessResult r = Sh(absl::StrCat(kCri, " runp ", config, " ", GetParam()), absl::Seconds(300));
     EXPECT_EQ(r.exit_code, 0) << "runp " << name << ": " << Describe(r);
     std::string id(absl::StripAsciiWhitespace(r.out));
     if (r.exit_code == 0 && !id.empty()) pods_.push_back(id);
     pod_configs_[id] = config;
+    pod_namespaces_[id] = namespaces;
     return id;
   }
 
@@ -73,7 +77,7 @@ class CriE2eTest : public ::testing::TestWithParam<const char*> {
               absl::StrCat(R"({"metadata":{"name":")", name, R"("},"image":{"image":")", kImage,
                            R"("},"command":["/bin/sh","-c",")", script, R"("],"logPath":")", name,
                            R"(.log","linux":{"securityContext":{"namespaceOptions":)",
-                           kPodNamespaces, "}}}"));
+                           pod_namespaces_[pod], "}}}"));
     ProcessResult r = Sh(absl::StrCat("id=$(", kCri, " create ", pod, " ", config, " ",
                                       pod_configs_[pod], ") && ", kCri, " start $id && echo $id"),
                          absl::Seconds(300));
@@ -112,10 +116,10 @@ class CriE2eTest : public ::testing::TestWithParam<const char*> {
   }
 
   static constexpr char kCri[] = KAPSEL_CRI_BIN;
-  static constexpr char kPodNamespaces[] = R"({"network":"NODE","pid":"POD","ipc":"POD"})";
   std::string dir_;
   std::vector<std::string> pods_;
-  std::map<std::string, std::string> pod_configs_;
+  std::map<std::string, std::string> pod_configs_;     // pod id -> its config file
+  std::map<std::string, std::string> pod_namespaces_;  // pod id -> its namespace options
 };
 
 TEST_P(CriE2eTest, PodContainersShareTheirPodsNamespaces) {
@@ -164,6 +168,25 @@ TEST_P(CriE2eTest, PodContainersShareTheirPodsNamespaces) {
   EXPECT_THAT(stop.out, HasSubstr("\"exitCode\": 143")) << Describe(stop);
   // The pod's other container still runs.
   EXPECT_EQ(Exec(c2, "true").exit_code, 0);
+}
+
+TEST_P(CriE2eTest, PodNetworkIsSharedByItsContainers) {
+  // A pod on a CNI network: its containers share one network namespace and reach each other on
+  // localhost (in kapsel, inside the VM; the CNI interface stays on the host side).
+  const std::string pod = RunPod("netpod", "POD");
+  ASSERT_FALSE(pod.empty());
+  const std::string server = RunContainer(
+      pod, "server",
+      "mkdir -p /www && echo served in the pod > /www/index && exec httpd -f -p 8080 -h /www");
+  const std::string client = RunContainer(pod, "client", "exec sleep 1000");
+  ASSERT_FALSE(server.empty());
+  ASSERT_FALSE(client.empty());
+  EXPECT_EQ(Namespace(server, "net"), Namespace(client, "net"));
+  ProcessResult got = Exec(client,
+                           "for i in $(seq 50); do wget -q -O - http://127.0.0.1:8080/index && "
+                           "exit 0; sleep 0.2; done; exit 1");
+  EXPECT_EQ(got.exit_code, 0) << Describe(got);
+  EXPECT_EQ(got.out, "served in the pod\n") << Describe(got);
 }
 
 TEST_P(CriE2eTest, PodsAreIsolatedFromEachOther) {

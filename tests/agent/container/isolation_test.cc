@@ -400,6 +400,18 @@ TEST_F(IsolationTest, NamespacedSysctl) {
   EXPECT_EQ(MustRun(spec).out, "1\n4242\n");
 }
 
+TEST_F(IsolationTest, NewNetworkNamespaceHasItsLoopbackUp) {
+  // No CNI runs inside a microVM's container namespaces: the agent brings lo up itself.
+  oci::v1::Spec spec = BaseSpec({"sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags"});
+  bool has_network = false;
+  for (const oci::v1::Namespace& ns : spec.linux().namespaces()) {
+    has_network |= ns.type() == "network";
+  }
+  ASSERT_TRUE(has_network) << "the base spec should have a new network namespace";
+  // 0x9: IFF_UP | IFF_LOOPBACK.
+  EXPECT_EQ(MustRun(spec).out, "lo\n0x9\n");
+}
+
 TEST_F(IsolationTest, UnsupportedAndInvalidSpecsAreErrors) {
   struct Case {
     std::string expected;
