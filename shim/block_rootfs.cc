@@ -38,7 +38,8 @@ absl::StatusOr<std::optional<BlockRootfs>> AsBlockRootfs(
   if (stat(m.source().c_str(), &st) != 0) {
     return ErrnoError(absl::StrCat("rootfs ", m.type(), " mount source ", m.source()));
   }
-  if (S_ISBLK(st.st_mode) || (loop && S_ISREG(st.st_mode))) return rootfs;
+  rootfs.image_file = S_ISREG(st.st_mode);
+  if (S_ISBLK(st.st_mode) || (loop && rootfs.image_file)) return rootfs;
   return absl::InvalidArgumentError(
       absl::StrCat("rootfs ", m.type(), " mount source ", m.source(),
                    loop ? " is not a regular file" : " is not a block device",

@@ -18,6 +18,7 @@ struct BlockRootfs {
   std::string fs_type;
   std::vector<std::string> options;  // mount options for the guest (without loop)
   bool read_only = false;
+  bool image_file = false;  // a regular file (`loop`), not a block device
 };
 
 // nullopt unless `mounts` is one mount of a disk filesystem (ext2/3/4, xfs, btrfs) whose source

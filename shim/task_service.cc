@@ -195,11 +195,18 @@ absl::StatusOr<task::CreateTaskResponse> TaskService::CreateLocked(const task::C
         "config.json process.terminal disagrees with the task's terminal setting");
   }
   // A block rootfs becomes the VM's disk when this container boots the VM; a pod's later
-  // container (the VM runs already) gets it mounted on the host like any other rootfs.
+  // container (the VM runs already) gets a block device mounted on the host like any other
+  // rootfs (virtio-mmio has no hotplug).
   const std::vector<containerd::types::Mount> mounts(r.rootfs().begin(), r.rootfs().end());
-  std::optional<BlockRootfs> block;
-  if (!HasSandbox()) {
-    ASSIGN_OR_RETURN(block, AsBlockRootfs(mounts));
+  ASSIGN_OR_RETURN(std::optional<BlockRootfs> block, AsBlockRootfs(mounts));
+  if (block.has_value() && HasSandbox()) {
+    if (block->image_file) {
+      return absl::UnimplementedError(absl::StrCat(
+          "rootfs image ", block->source,
+          ": only a sandbox's first container can have an image-file rootfs (it becomes the VM's "
+          "disk; kapsel does not mount loop devices on the host)"));
+    }
+    block.reset();
   }
   std::vector<VmDisk> disks;
   if (block.has_value()) disks.push_back({block->source, block->read_only});

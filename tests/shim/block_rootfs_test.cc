@@ -49,6 +49,7 @@ TEST_F(BlockRootfsTest, ImageFileWithLoopIsADisk) {
   EXPECT_EQ((*r)->source, image_);
   EXPECT_EQ((*r)->fs_type, "ext4");
   EXPECT_TRUE((*r)->read_only);
+  EXPECT_TRUE((*r)->image_file);
   EXPECT_THAT((*r)->options, ElementsAre("ro", "noatime"));  // loop is the host's business
 }
 

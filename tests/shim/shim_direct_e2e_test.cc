@@ -169,6 +169,18 @@ TEST_F(ShimDirectTest, ImageFileRootfsBecomesTheVmDisk) {
   ASSERT_TRUE(status.ok()) << status << "\nshim log:\n" << ReadAll(bundle + "/log");
   EXPECT_GT(created.pid(), 0u);
 
+  // A second container in the same sandbox (a pod's) cannot get an image as its disk: the VM
+  // runs already.
+  task::CreateTaskRequest second = create;
+  second.set_id("blk2");
+  second.set_bundle(MakeBundle("blk2", {"/bin/true"}));
+  second.clear_stdout();
+  second.clear_stderr();
+  task::CreateTaskResponse not_created;
+  status = Call(*shim, "Create", second, &not_created);
+  EXPECT_TRUE(absl::IsUnimplemented(status)) << status;
+  EXPECT_THAT(status.message(), HasSubstr("only a sandbox's first container"));
+
   task::StartRequest start;
   start.set_id("blk");
   task::StartResponse started;
