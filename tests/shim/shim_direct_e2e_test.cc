@@ -117,7 +117,8 @@ class ShimDirectTest : public ::testing::Test {
                      ttrpc::CallOptions::WithTimeout(timeout));
   }
 
-  // Shutdown, then waits for the shim to close the connection (it exits).
+  // containerd's Shutdown: the shim stops the VM before it answers, then exits (TearDown's
+  // leftovers check gives it a moment).
   void ShutDown(ttrpc::Client& shim) {
     task::ShutdownRequest request;
     google::protobuf::Empty empty;
