@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "guest-agent/network.h"
 
 namespace kapsel::agent {
 namespace {
@@ -105,17 +106,28 @@ absl::StatusOr<v1::HealthResponse> AgentService::Health(const v1::HealthRequest&
 }
 
 absl::StatusOr<v1::Empty> AgentService::CreateSandbox(const v1::CreateSandboxRequest& request) {
+  const bool has_network = request.interfaces_size() > 0 || request.routes_size() > 0;
   if (!options_.is_init) {
-    // Outside a VM (tests) the sandbox is the host: leave its hostname and mounts alone.
-    if (!request.hostname().empty() || request.shared_mounts_size() > 0) {
+    // Outside a VM (tests) the sandbox is the host: leave its hostname, mounts and network alone.
+    if (!request.hostname().empty() || request.shared_mounts_size() > 0 || has_network) {
       return absl::FailedPreconditionError(
-          "CreateSandbox: hostname and shared mounts need the agent to be the VM's init");
+          "CreateSandbox: hostname, shared mounts and network need the agent to be the VM's init");
     }
     return v1::Empty();
+  }
+  // A bad network request changes nothing, not even the hostname.
+  if (has_network) {
+    RETURN_IF_ERROR(
+        Annotate(ValidateNetwork(request.interfaces(), request.routes()), "CreateSandbox"));
   }
   if (!request.hostname().empty() &&
       sethostname(request.hostname().data(), request.hostname().size()) != 0) {
     return ErrnoError(absl::StrCat("CreateSandbox: sethostname ", request.hostname()));
+  }
+  // The pod's containers share the VM's network namespace: the agent's own.
+  if (has_network) {
+    RETURN_IF_ERROR(
+        Annotate(ConfigureNetwork(request.interfaces(), request.routes()), "CreateSandbox"));
   }
   for (const v1::SharedMount& m : request.shared_mounts()) {
     if (m.tag().empty() || m.guest_path().empty() || m.guest_path()[0] != '/') {
