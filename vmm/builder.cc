@@ -13,8 +13,11 @@
 #include "vmm/arch/x86_64/cpu_setup.h"
 #include "vmm/arch/x86_64/e820.h"
 #include "vmm/arch/x86_64/mptable.h"
+#include "vmm/config.h"
 #include "vmm/devices/virtio/block/block_device.h"
 #include "vmm/devices/virtio/fs/fs_device.h"
+#include "vmm/devices/virtio/net/net_device.h"
+#include "vmm/devices/virtio/net/tap.h"
 #include "vmm/devices/virtio/rng/rng_device.h"
 #include "vmm/devices/virtio/vsock/vsock_device.h"
 #include "vmm/loader/kernel_loader.h"
@@ -39,6 +42,27 @@ absl::StatusOr<std::shared_ptr<ConsoleOutput>> OpenConsole(
   int fd = open(console.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return FlagError(ErrnoError("cannot create the file"), "--console", console);
   return std::make_shared<ConsoleOutput>(fd, true, std::move(on_panic));
+}
+
+// "--net fd=N,mac=..." as the user wrote it, for errors.
+std::string NetFlagValue(const v1::NetConfig& net) {
+  std::string s = net.tap_name().empty() ? absl::StrCat("fd=", net.tap_fd())
+                                         : absl::StrCat("tap=", net.tap_name());
+  absl::StrAppend(&s, ",mac=", net.mac());
+  if (net.mtu() != 0) absl::StrAppend(&s, ",mtu=", net.mtu());
+  return s;
+}
+
+// Takes over the inherited tap fd or opens the named tap (before the machine exists, so a bad
+// tap stops the build early).
+absl::StatusOr<virtio::NetDevice::Options> OpenNet(const v1::NetConfig& net) {
+  absl::StatusOr<virtio::Tap> tap = net.tap_name().empty()
+                                        ? virtio::AdoptTap(UniqueFd(net.tap_fd()))
+                                        : virtio::OpenTap(net.tap_name());
+  if (!tap.ok()) return FlagError(tap.status(), "--net", NetFlagValue(net));
+  absl::StatusOr<std::array<uint8_t, 6>> mac = ParseMac(net.mac());
+  if (!mac.ok()) return FlagError(mac.status(), "--net", NetFlagValue(net));
+  return virtio::NetDevice::Options{.tap = *std::move(tap), .mac = *mac, .mtu = net.mtu()};
 }
 
 }  // namespace
@@ -70,6 +94,11 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
       return Annotate(frontend.status(), absl::StrCat("--fs ", fs.tag(), ",", fs.socket_path()));
     }
     fs_backends.push_back(*std::move(frontend));
+  }
+  std::vector<virtio::NetDevice::Options> nets;
+  for (const v1::NetConfig& net : config.net()) {
+    ASSIGN_OR_RETURN(virtio::NetDevice::Options options, OpenNet(net));
+    nets.push_back(std::move(options));
   }
 
   // Guest memory with the kernel and initrd in place.
@@ -138,6 +167,13 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
     if (!device.ok()) {
       return Annotate(device.status(), absl::StrCat("--fs ", fs.tag(), ",", fs.socket_path()));
     }
+    ASSIGN_OR_RETURN(std::string entry, vmm->AddVirtioDevice(*std::move(device)));
+    cmdline.push_back(entry);
+  }
+  for (int i = 0; i < config.net_size(); ++i) {
+    absl::StatusOr<std::unique_ptr<virtio::NetDevice>> device =
+        virtio::NetDevice::Create(std::move(nets[i]), &vmm->event_loop());
+    if (!device.ok()) return FlagError(device.status(), "--net", NetFlagValue(config.net(i)));
     ASSIGN_OR_RETURN(std::string entry, vmm->AddVirtioDevice(*std::move(device)));
     cmdline.push_back(entry);
   }

@@ -1,5 +1,6 @@
 #include "vmm/config.h"
 
+#include <fcntl.h>
 #include <getopt.h>
 #include <sys/stat.h>
 
@@ -27,6 +28,7 @@ enum Option {
   kAllowPvm,
   kVsock,
   kFs,
+  kNet,
   kHelp,
 };
 
@@ -42,6 +44,7 @@ const option kOptions[] = {
     {"allow-pvm", no_argument, nullptr, kAllowPvm},
     {"vsock", required_argument, nullptr, kVsock},
     {"fs", required_argument, nullptr, kFs},
+    {"net", required_argument, nullptr, kNet},
     {"help", no_argument, nullptr, kHelp},
     {nullptr, 0, nullptr, 0},
 };
@@ -140,13 +143,131 @@ absl::Status ValidateFs(const v1::FsConfig& fs) {
   return absl::OkStatus();
 }
 
+// "fd=N,mac=MAC[,mtu=M]" or "tap=NAME,mac=MAC[,mtu=M]".
+absl::StatusOr<v1::NetConfig> ParseNet(absl::string_view value) {
+  auto error = [value](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("--net ", value, ": ", why));
+  };
+  v1::NetConfig net;
+  bool have_fd = false, have_tap = false, have_mac = false, have_mtu = false;
+  for (absl::string_view part : absl::StrSplit(value, ',')) {
+    const size_t eq = part.find('=');
+    if (eq == absl::string_view::npos) {
+      return error(absl::StrCat("'", part, "' is not KEY=VALUE (want fd=, tap=, mac=, mtu=)"));
+    }
+    const absl::string_view key = part.substr(0, eq);
+    const absl::string_view val = part.substr(eq + 1);
+    bool* seen = key == "fd"    ? &have_fd
+                 : key == "tap" ? &have_tap
+                 : key == "mac" ? &have_mac
+                 : key == "mtu" ? &have_mtu
+                                : nullptr;
+    if (seen == nullptr) {
+      return error(absl::StrCat("unknown key '", key, "' (want fd, tap, mac, mtu)"));
+    }
+    if (*seen) return error(absl::StrCat("'", key, "' given twice"));
+    *seen = true;
+    if (key == "fd") {
+      int32_t fd;
+      if (!absl::SimpleAtoi(val, &fd) || fd < 0) {
+        return error(absl::StrCat("'", val, "' is not a file descriptor number"));
+      }
+      net.set_tap_fd(fd);
+    } else if (key == "tap") {
+      if (val.empty()) return error("empty tap name");
+      net.set_tap_name(std::string(val));
+    } else if (key == "mac") {
+      net.set_mac(std::string(val));
+    } else {
+      uint32_t mtu;
+      if (!absl::SimpleAtoi(val, &mtu) || mtu == 0) {
+        return error(absl::StrCat("'", val, "' is not an MTU"));
+      }
+      net.set_mtu(mtu);
+    }
+  }
+  if (have_fd == have_tap) return error("want exactly one of fd=N and tap=NAME");
+  if (!have_mac) return error("mac=MAC is required");
+  return net;
+}
+
+// How a NetConfig reads on the command line, for errors.
+std::string NetFlag(const v1::NetConfig& net) {
+  std::string s = net.tap_name().empty() ? absl::StrCat("fd=", net.tap_fd())
+                                         : absl::StrCat("tap=", net.tap_name());
+  absl::StrAppend(&s, ",mac=", net.mac());
+  if (net.mtu() != 0) absl::StrAppend(&s, ",mtu=", net.mtu());
+  return s;
+}
+
+absl::Status ValidateNet(const v1::NetConfig& net) {
+  auto error = [&net](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("--net ", NetFlag(net), ": ", why));
+  };
+  if (!net.tap_name().empty()) {
+    if (net.tap_fd() != 0) return error("want exactly one of fd=N and tap=NAME");
+    if (net.tap_name().size() > kMaxTapNameLength) {
+      return error(absl::StrCat("the tap name is longer than ", kMaxTapNameLength, " bytes"));
+    }
+    if (net.tap_name().find_first_of(std::string("/: \t\n\0", 6)) != std::string::npos ||
+        net.tap_name() == "." || net.tap_name() == "..") {
+      return error(absl::StrCat("'", net.tap_name(), "' is not an interface name"));
+    }
+  } else {
+    if (net.tap_fd() <= STDERR_FILENO) {
+      return error(absl::StrCat("want an inherited tap fd of 3 or more (fd ", net.tap_fd(),
+                                net.tap_fd() >= 0 ? " is standard I/O)" : " is not an fd)"));
+    }
+    if (fcntl(net.tap_fd(), F_GETFD) < 0) {
+      return error(absl::StrCat("fd ", net.tap_fd(), " is not open"));
+    }
+  }
+  absl::StatusOr<std::array<uint8_t, 6>> mac = ParseMac(net.mac());
+  if (!mac.ok()) return error(mac.status().message());
+  if (net.mtu() != 0 && (net.mtu() < kMinNetMtu || net.mtu() > kMaxNetMtu)) {
+    return error(absl::StrCat("MTU ", net.mtu(), " out of range ", kMinNetMtu, "..", kMaxNetMtu));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<std::array<uint8_t, 6>> ParseMac(absl::string_view text) {
+  const auto bad = [text](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("MAC address '", text, "' ", why));
+  };
+  std::array<uint8_t, 6> mac{};
+  std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
+  if (parts.size() != mac.size()) return bad("is not of the form aa:bb:cc:dd:ee:ff");
+  for (size_t i = 0; i < mac.size(); ++i) {
+    int value = 0;
+    if (parts[i].size() != 2) return bad("is not of the form aa:bb:cc:dd:ee:ff");
+    for (char c : parts[i]) {
+      int digit;
+      if (c >= '0' && c <= '9') {
+        digit = c - '0';
+      } else if (c >= 'a' && c <= 'f') {
+        digit = c - 'a' + 10;
+      } else if (c >= 'A' && c <= 'F') {
+        digit = c - 'A' + 10;
+      } else {
+        return bad("is not of the form aa:bb:cc:dd:ee:ff");
+      }
+      value = value * 16 + digit;
+    }
+    mac[i] = static_cast<uint8_t>(value);
+  }
+  if ((mac[0] & 1) != 0) return bad("is a multicast address");
+  if (mac == std::array<uint8_t, 6>{}) return bad("is all zeros");
+  return mac;
+}
 
 std::string Usage() {
   return absl::StrCat(
       "usage: kapsel-vmm --kernel FILE [--initrd FILE] [--cmdline TEXT] [--mem MIB] [--vcpus N]\n"
       "                  [--disk PATH[,ro]]... [--console stdout|off|FILE] [--config FILE.json]\n"
-      "                  [--vsock CID,PATH] [--fs TAG,SOCKET]... [--allow-pvm]\n"
+      "                  [--vsock CID,PATH] [--fs TAG,SOCKET]...\n"
+      "                  [--net fd=N|tap=NAME,mac=MAC[,mtu=M]]... [--allow-pvm]\n"
       "Boots a Linux kernel in a KVM microVM. Exit status: 0 guest powered off or rebooted,\n"
       "1 VMM error, 2 bad arguments, 3 guest panic, 4 guest triple fault, 5 KVM error,\n"
       "128+N stopped by signal N.\n"
@@ -164,7 +285,12 @@ std::string Usage() {
       "             programs connect to PATH and send \"CONNECT <port>\\n\", the guest reaches\n"
       "             host port N at PATH_N\n"
       "  --fs       a virtio-fs device the guest mounts as TAG (1..36 bytes), served by the\n"
-      "             vhost-user backend (virtiofsd) already listening on SOCKET (repeatable)\n");
+      "             vhost-user backend (virtiofsd) already listening on SOCKET (repeatable)\n"
+      "  --net      a virtio-net device on a tap: fd=N, an inherited open tap fd (opened with\n"
+      "             IFF_TAP|IFF_NO_PI|IFF_VNET_HDR), or tap=NAME, a tap kapsel-vmm opens or\n"
+      "             creates in its network namespace; mac=aa:bb:cc:dd:ee:ff; mtu=M offers the\n"
+      "             guest an MTU (repeatable, at most ",
+      kMaxNetDevices, ")\n");
 }
 
 absl::StatusOr<v1::VmConfig> ReadConfigFile(const std::string& path) {
@@ -257,6 +383,12 @@ absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help)
         *config.add_fs() = *std::move(fs);
         break;
       }
+      case kNet: {
+        absl::StatusOr<v1::NetConfig> net = ParseNet(optarg);
+        if (!net.ok()) return net.status();
+        *config.add_net() = *std::move(net);
+        break;
+      }
       case kHelp:
         *help = true;
         return config;
@@ -314,6 +446,26 @@ absl::StatusOr<v1::VmConfig> Validate(v1::VmConfig config) {
       if (config.fs(j).tag() == config.fs(i).tag()) {
         return absl::InvalidArgumentError(
             absl::StrCat("--fs: the tag '", config.fs(i).tag(), "' is used twice"));
+      }
+    }
+  }
+  if (static_cast<size_t>(config.net_size()) > kMaxNetDevices) {
+    return absl::InvalidArgumentError(absl::StrCat("--net: at most ", kMaxNetDevices, " devices"));
+  }
+  for (int i = 0; i < config.net_size(); ++i) {
+    const v1::NetConfig& net = config.net(i);
+    absl::Status status = ValidateNet(net);
+    if (!status.ok()) return status;
+    for (int j = 0; j < i; ++j) {
+      const v1::NetConfig& other = config.net(j);
+      if (net.tap_name().empty() ? other.tap_fd() == net.tap_fd()
+                                 : other.tap_name() == net.tap_name()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--net ", NetFlag(net), ": the same tap is given twice"));
+      }
+      if (*ParseMac(other.mac()) == *ParseMac(net.mac())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--net ", NetFlag(net), ": the MAC address is used twice"));
       }
     }
   }

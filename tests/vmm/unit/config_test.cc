@@ -1,6 +1,7 @@
 // The command line and JSON config reader: flags, defaults, and errors that name what was wrong.
 #include "vmm/config.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -10,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "common/unique_fd.h"
 #include "gtest/gtest.h"
 
 namespace kapsel::vmm {
@@ -296,6 +299,97 @@ TEST_F(ConfigFileTest, FsDevicesFromJson) {
   EXPECT_EQ(config->fs(1).socket_path(), "/run/b.sock");
   ExpectError(Parse({"--config", Write("fs-bad.json", R"({"kernel": "k", "fs": [{"tag": ""}]})")}),
               "--fs");
+}
+
+TEST(ParseCommandLineTest, NetDevices) {
+  // An open fd (the flag parser checks only that; the builder checks that it is a tap).
+  UniqueFd open_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_GE(open_fd.get(), 3);
+  const std::string fd = std::to_string(open_fd.get());
+  auto config = Parse({"--kernel", "k", "--net", "fd=" + fd + ",mac=52:54:00:AB:cd:01,mtu=9000",
+                       "--net=tap=ktap0,mac=52:54:00:00:00:02"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->net_size(), 2);
+  EXPECT_EQ(config->net(0).tap_fd(), open_fd.get());
+  EXPECT_EQ(config->net(0).tap_name(), "");
+  EXPECT_EQ(config->net(0).mac(), "52:54:00:AB:cd:01");
+  EXPECT_EQ(config->net(0).mtu(), 9000u);
+  EXPECT_EQ(config->net(1).tap_fd(), 0);
+  EXPECT_EQ(config->net(1).tap_name(), "ktap0");
+  EXPECT_EQ(config->net(1).mtu(), 0u);
+  EXPECT_EQ(Parse({"--kernel", "k"})->net_size(), 0);
+  // 15 bytes is the longest interface name.
+  EXPECT_TRUE(
+      Parse({"--kernel", "k", "--net", "tap=" + std::string(15, 't') + ",mac=02:00:00:00:00:01"})
+          .ok());
+
+  const std::string good_mac = ",mac=02:00:00:00:00:01";
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=" + std::string(16, 't') + good_mac}),
+              "--net tap=tttttttttttttttt,mac=02:00:00:00:00:01: the tap name is longer than 15");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=a/b" + good_mac}), "'a/b' is not an interface");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=" + good_mac}), "empty tap name");
+  ExpectError(Parse({"--kernel", "k", "--net", "fd=" + fd + ",tap=x" + good_mac}),
+              "exactly one of");
+  ExpectError(Parse({"--kernel", "k", "--net", "mac=02:00:00:00:00:01"}), "exactly one of");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x"}), "--net tap=x: mac=MAC is required");
+  ExpectError(Parse({"--kernel", "k", "--net", "fd=987,mac=02:00:00:00:00:01"}),
+              "--net fd=987,mac=02:00:00:00:00:01: fd 987 is not open");
+  ExpectError(Parse({"--kernel", "k", "--net", "fd=1" + good_mac}), "fd 1 is standard I/O");
+  ExpectError(Parse({"--kernel", "k", "--net", "fd=x" + good_mac}),
+              "'x' is not a file descriptor number");
+  ExpectError(Parse({"--kernel", "k", "--net", "fd=-4" + good_mac}),
+              "'-4' is not a file descriptor number");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x,mac=02:00:00:00:00"}),
+              "--net tap=x,mac=02:00:00:00:00: MAC address '02:00:00:00:00' is not of the form");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x,mac=02:00:00:00:00:0g"}),
+              "is not of the form");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x,mac=02:00:00:00:00:001"}),
+              "is not of the form");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x,mac=01:00:5e:00:00:01"}), "multicast");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x,mac=00:00:00:00:00:00"}), "all zeros");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x" + good_mac + ",mtu=67"}),
+              "MTU 67 out of range 68..65521");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x" + good_mac + ",mtu=65522"}), "MTU 65522");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x" + good_mac + ",mtu=big"}),
+              "'big' is not an MTU");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x" + good_mac + ",speed=10"}),
+              "unknown key 'speed'");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x" + good_mac + ",mac=02:00:00:00:00:03"}),
+              "'mac' given twice");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x,mac"}), "'mac' is not KEY=VALUE");
+  ExpectError(
+      Parse({"--kernel", "k", "--net", "tap=x" + good_mac, "--net", "tap=x,mac=02:00:00:00:00:02"}),
+      "the same tap is given twice");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=x" + good_mac, "--net", "tap=y" + good_mac}),
+              "the MAC address is used twice");
+  ExpectError(Parse({"--kernel", "k", "--net", "tap=a,mac=02:00:00:00:00:01", "--net",
+                     "tap=b,mac=02:00:00:00:00:02", "--net", "tap=c,mac=02:00:00:00:00:03", "--net",
+                     "tap=d,mac=02:00:00:00:00:04", "--net", "tap=e,mac=02:00:00:00:00:05"}),
+              "at most 4");
+  ExpectError(Parse({"--kernel", "k", "--net"}), "--net");
+}
+
+TEST(ParseMacTest, Addresses) {
+  absl::StatusOr<std::array<uint8_t, 6>> mac = ParseMac("52:54:00:aB:Cd:ef");
+  ASSERT_TRUE(mac.ok()) << mac.status();
+  EXPECT_EQ(*mac, (std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0xab, 0xcd, 0xef}));
+  EXPECT_FALSE(ParseMac("").ok());
+  EXPECT_FALSE(ParseMac("52:54:00:ab:cd:ef:").ok());
+  EXPECT_FALSE(ParseMac("52-54-00-ab-cd-ef").ok());
+  EXPECT_FALSE(ParseMac("ff:ff:ff:ff:ff:ff").ok());
+}
+
+TEST_F(ConfigFileTest, NetDevicesFromJson) {
+  auto config = Parse({"--config", Write("net.json", R"({"kernel": "k", "net": [{"tap_name":
+                       "tap0", "mac": "02:00:00:00:00:01", "mtu": 1400}]})")});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->net_size(), 1);
+  EXPECT_EQ(config->net(0).tap_name(), "tap0");
+  EXPECT_EQ(config->net(0).mtu(), 1400u);
+  // No fd and no name: fd 0 is standard input.
+  ExpectError(Parse({"--config", Write("net-bad.json", R"({"kernel": "k", "net": [{"mac":
+              "02:00:00:00:00:01"}]})")}),
+              "--net fd=0,mac=02:00:00:00:00:01: want an inherited tap fd of 3 or more");
 }
 
 TEST_F(ConfigFileTest, FileValuesAreValidated) {

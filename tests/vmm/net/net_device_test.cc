@@ -1,0 +1,543 @@
+// The virtio-net device through the virtio-mmio transport with real guest memory and a real tap
+// (in a private network namespace, see test_tap.h): the test plays the guest driver and, through
+// a packet socket on the tap, the host network. The tap is served by an event loop on its own
+// thread, as in the VMM.
+#include "vmm/devices/virtio/net/net_device.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_mmio.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "tests/vmm/net/test_tap.h"
+#include "tests/vmm/virtio/virtio_test_util.h"
+#include "vmm/devices/virtio/mmio_transport.h"
+#include "vmm/devices/virtio/net/net_abi.h"
+#include "vmm/devices/virtio/net/tap.h"
+#include "vmm/devices/virtio/ring_abi.h"
+
+namespace kapsel::vmm::virtio {
+namespace {
+
+using ::kapsel::vmm::virtio::testing::FakeDriver;
+using ::kapsel::vmm::virtio::testing::InterruptCount;
+using ::kapsel::vmm::virtio::testing::MakeGuestMemory;
+using ::kapsel::vmm::virtio::testing::MmioDriver;
+using ::kapsel::vmm::virtio::testing::RecordingInterrupt;
+using ::kapsel::vmm::virtio::testing::TestFrame;
+using ::kapsel::vmm::virtio::testing::TestTap;
+
+constexpr uint64_t kFeatures = (uint64_t{1} << VIRTIO_F_VERSION_1) |
+                               (uint64_t{1} << kVirtioNetFMac) |
+                               (uint64_t{1} << kVirtioNetFStatus) | (uint64_t{1} << kVirtioNetFMtu);
+constexpr uint16_t kQueueSize = 256;
+constexpr MacAddress kMac = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+constexpr uint32_t kMtu = 1500;
+constexpr GuestAddress kRxData = 0x20000;  // rx buffers, kRxSlot apart
+constexpr uint32_t kRxSlot = 0x800;
+constexpr GuestAddress kTxData = 0x80000;
+const absl::Duration kWait = absl::Seconds(5);
+// From <linux/virtio_net.h>, which C++ cannot include (see net_abi.h).
+constexpr uint8_t kHdrFNeedsCsum = 1;
+constexpr uint8_t kHdrFDataValid = 2;
+constexpr uint8_t kHdrGsoTcpv4 = 1;
+
+int CountOpenFds() {
+  int n = 0;
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  while (readdir(dir) != nullptr) ++n;
+  closedir(dir);
+  return n - 3;
+}
+
+KapselVirtioNetHdr ReadHeader(const GuestMemory& memory, GuestAddress addr) {
+  KapselVirtioNetHdr h{};
+  EXPECT_TRUE(memory.Read(addr, &h, sizeof(h)).ok());
+  return h;
+}
+
+class NetDeviceTest : public ::testing::Test {
+ protected:
+  NetDeviceTest()
+      : memory_(MakeGuestMemory()),
+        rx_(*memory_, kQueueSize, 0x1000, 0x2000, 0x3000),
+        tx_(*memory_, kQueueSize, 0x4000, 0x5000, 0x6000) {}
+
+  void SetUp() override {
+    fds_before_ = CountOpenFds();
+    absl::StatusOr<TestTap> tap = TestTap::Create("ktest0");
+    ASSERT_TRUE(tap.ok()) << tap.status();
+    tap_ = std::make_unique<TestTap>(*std::move(tap));
+    absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+    ASSERT_TRUE(loop.ok()) << loop.status();
+    loop_ = *std::move(loop);
+    absl::StatusOr<Tap> adopted = AdoptTap(std::move(tap_->fd()));
+    ASSERT_TRUE(adopted.ok()) << adopted.status();
+    EXPECT_EQ(adopted->name, "ktest0");
+    absl::StatusOr<std::unique_ptr<NetDevice>> device =
+        NetDevice::Create({.tap = *std::move(adopted), .mac = kMac, .mtu = kMtu}, loop_.get());
+    ASSERT_TRUE(device.ok()) << device.status();
+    device_ = device->get();
+    transport_ = std::make_unique<MmioTransport>(std::move(*device), memory_.get(),
+                                                 std::make_unique<RecordingInterrupt>(&irq_));
+    Start();
+    loop_thread_ = std::thread([this] {
+      loop_tid_ = pthread_self();
+      loop_started_ = true;
+      while (!stop_) (void)loop_->RunOnce(5);
+    });
+    while (!loop_started_) absl::SleepFor(absl::Milliseconds(1));
+  }
+
+  // Negotiates, sets up both queues and sets DRIVER_OK.
+  void Start() {
+    MmioDriver mmio(*transport_);
+    const uint32_t status = mmio.Negotiate(kFeatures);
+    ASSERT_NE(status & VIRTIO_CONFIG_S_FEATURES_OK, 0u);
+    mmio.SetUpQueue(NetDevice::kRxQueue, rx_);
+    mmio.SetUpQueue(NetDevice::kTxQueue, tx_);
+    mmio.Write32(VIRTIO_MMIO_STATUS, status | VIRTIO_CONFIG_S_DRIVER_OK);
+    ASSERT_NE(mmio.Read32(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_DRIVER_OK, 0u)
+        << transport_->last_error();
+  }
+
+  void TearDown() override {
+    stop_ = true;
+    if (loop_thread_.joinable()) loop_thread_.join();
+    transport_.reset();
+    loop_.reset();
+    tap_.reset();
+    EXPECT_EQ(CountOpenFds(), fds_before_) << "file descriptors leaked";
+  }
+
+  // Posts an rx buffer of `len` bytes in slot `slot` (or `buffers` as one chain) without notify.
+  uint16_t PostRx(int slot, uint32_t len = kRxSlot) {
+    const uint16_t head = rx_.AddChain({{kRxData + kRxSlot * uint64_t(slot), len, true}});
+    rx_.Publish(head);
+    return head;
+  }
+  void NotifyRx() { transport_->NotifyQueue(NetDevice::kRxQueue); }
+
+  // Waits until the rx used index reaches `idx`.
+  bool WaitRxUsed(uint16_t idx) {
+    const absl::Time deadline = absl::Now() + kWait;
+    while (rx_.UsedIdx() != idx) {
+      if (absl::Now() > deadline) return false;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    return true;
+  }
+
+  // Writes header + frame to kTxData and returns the chain's buffers split at `cuts`.
+  std::vector<testing::Buffer> TxBuffers(const std::vector<uint8_t>& frame,
+                                         std::vector<uint32_t> cuts = {}) {
+    KapselVirtioNetHdr header{};
+    std::vector<uint8_t> bytes(sizeof(header));
+    std::memcpy(bytes.data(), &header, sizeof(header));
+    bytes.insert(bytes.end(), frame.begin(), frame.end());
+    EXPECT_TRUE(memory_->Write(kTxData, bytes.data(), bytes.size()).ok());
+    std::vector<testing::Buffer> buffers;
+    uint32_t start = 0;
+    cuts.push_back(static_cast<uint32_t>(bytes.size()));
+    for (uint32_t cut : cuts) {
+      // Each piece 0x100 bytes further than the last, so the pieces are not contiguous.
+      buffers.push_back({kTxData + start, cut - start, false});
+      start = cut;
+    }
+    return buffers;
+  }
+
+  // Publishes a tx chain and notifies; expects it back with used length 0.
+  void SendTx(const std::vector<testing::Buffer>& chain) {
+    const uint16_t used_before = tx_.UsedIdx();
+    const uint16_t head = tx_.AddChain(chain);
+    tx_.Publish(head);
+    transport_->NotifyQueue(NetDevice::kTxQueue);
+    ASSERT_EQ(tx_.UsedIdx(), static_cast<uint16_t>(used_before + 1));
+    EXPECT_EQ(tx_.Used(used_before).id, head);
+    EXPECT_EQ(tx_.Used(used_before).len, 0u);
+  }
+
+  void ExpectNothingOnTap() {
+    std::vector<uint8_t> frame = tap_->Receive(100);
+    EXPECT_TRUE(frame.empty()) << "a frame of " << frame.size() << " bytes reached the tap";
+  }
+
+  void ExpectRxFrame(uint16_t used_slot, int buffer_slot, const std::vector<uint8_t>& frame) {
+    const testing::UsedElem used = rx_.Used(used_slot);
+    ASSERT_EQ(used.len, kNetHeaderSize + frame.size());
+    const GuestAddress addr = kRxData + kRxSlot * uint64_t(buffer_slot);
+    const KapselVirtioNetHdr h = ReadHeader(*memory_, addr);
+    EXPECT_EQ(h.gso_type, kVirtioNetHdrGsoNone);
+    EXPECT_EQ(h.num_buffers, 1);
+    std::vector<uint8_t> got(frame.size());
+    ASSERT_TRUE(memory_->Read(addr + kNetHeaderSize, got.data(), got.size()).ok());
+    EXPECT_EQ(got, frame);
+  }
+
+  int fds_before_ = 0;
+  InterruptCount irq_;
+  std::unique_ptr<GuestMemory> memory_;
+  FakeDriver rx_;
+  FakeDriver tx_;
+  std::unique_ptr<TestTap> tap_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<MmioTransport> transport_;
+  NetDevice* device_ = nullptr;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> loop_started_{false};
+  pthread_t loop_tid_{};
+  std::thread loop_thread_;
+};
+
+TEST_F(NetDeviceTest, FeaturesAndConfigSpace) {
+  MmioDriver mmio(*transport_);
+  EXPECT_EQ(mmio.Read32(VIRTIO_MMIO_DEVICE_ID), uint32_t{VIRTIO_ID_NET});
+  EXPECT_EQ(mmio.DeviceFeatures(), kFeatures);
+  uint8_t config[16];
+  for (int i = 0; i < 16; ++i) {
+    transport_->Read(VIRTIO_MMIO_CONFIG + i, absl::MakeSpan(&config[i], 1));
+  }
+  EXPECT_EQ(0, std::memcmp(config, kMac.data(), 6));
+  EXPECT_EQ(config[6] | config[7] << 8, kVirtioNetSLinkUp);  // status
+  EXPECT_EQ(config[8] | config[9] << 8, 1);                  // max_virtqueue_pairs
+  EXPECT_EQ(config[10] | config[11] << 8, int{kMtu});
+  EXPECT_EQ(config[12] | config[13] | config[14] | config[15], 0);
+  // The driver cannot change the MAC.
+  const uint8_t other = 0xee;
+  transport_->Write(VIRTIO_MMIO_CONFIG, absl::MakeConstSpan(&other, 1));
+  transport_->Read(VIRTIO_MMIO_CONFIG, absl::MakeSpan(config, 1));
+  EXPECT_EQ(config[0], kMac[0]);
+}
+
+TEST_F(NetDeviceTest, NoMtuFeatureWithoutMtu) {
+  absl::StatusOr<UniqueFd> fd = testing::CreateTap("ktest1", IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  absl::StatusOr<Tap> tap = AdoptTap(*std::move(fd));
+  ASSERT_TRUE(tap.ok()) << tap.status();
+  absl::StatusOr<std::unique_ptr<NetDevice>> device =
+      NetDevice::Create({.tap = *std::move(tap), .mac = kMac}, loop_.get());
+  ASSERT_TRUE(device.ok()) << device.status();
+  EXPECT_EQ((*device)->device_features() & (uint64_t{1} << kVirtioNetFMtu), 0u);
+  EXPECT_EQ((*device)->device_type(), uint32_t{VIRTIO_ID_NET});
+  EXPECT_EQ((*device)->name(), "virtio-net(ktest1)");
+}
+
+TEST_F(NetDeviceTest, TxFrameReachesTheTap) {
+  const std::vector<uint8_t> frame = TestFrame(200, 7);
+  // The header split across two descriptors, the frame across two more.
+  SendTx(TxBuffers(frame, {5, 12, 60}));
+  EXPECT_EQ(tap_->Receive(5000), frame);
+  const NetCounters c = device_->counters();
+  EXPECT_EQ(c.tx_frames, 1u);
+  EXPECT_EQ(c.tx_bytes, frame.size());
+  EXPECT_EQ(c.tx_dropped, 0u);
+  EXPECT_EQ(c.bad_chains, 0u);
+}
+
+TEST_F(NetDeviceTest, TxLargestFrame) {
+  const std::vector<uint8_t> frame = TestFrame(65535, 1);
+  SendTx(TxBuffers(frame, {12}));
+  // The tap's MTU is 1500: the kernel takes the frame (the write succeeds) and drops it later, or
+  // delivers it; either way it was written whole.
+  const NetCounters c = device_->counters();
+  EXPECT_EQ(c.tx_frames + c.tx_dropped, 1u);
+  EXPECT_EQ(c.bad_chains, 0u);
+}
+
+TEST_F(NetDeviceTest, RxFrameReachesTheRxQueueWithItsHeader) {
+  // Garbage where num_buffers goes: the device must set it to 1.
+  const std::vector<uint8_t> junk(kRxSlot, 0xab);
+  ASSERT_TRUE(memory_->Write(kRxData, junk.data(), junk.size()).ok());
+  PostRx(0);
+  NotifyRx();
+  const int irqs_before = irq_.triggers;
+  const std::vector<uint8_t> frame = TestFrame(300, 3);
+  ASSERT_TRUE(tap_->Inject(frame).ok());
+  ASSERT_TRUE(WaitRxUsed(1));
+  ExpectRxFrame(0, 0, frame);
+  EXPECT_EQ(ReadHeader(*memory_, kRxData).flags & ~kHdrFDataValid, 0);
+  EXPECT_GT(irq_.triggers, irqs_before) << "no used-buffer interrupt";
+  const NetCounters c = device_->counters();
+  EXPECT_EQ(c.rx_frames, 1u);
+  EXPECT_EQ(c.rx_bytes, frame.size());
+  EXPECT_EQ(c.rx_dropped, 0u);
+}
+
+TEST_F(NetDeviceTest, RxIntoAChainOfManyPieces) {
+  // Header split, frame across three more buffers.
+  const uint16_t head = rx_.AddChain({{kRxData, 7, true},
+                                      {kRxData + 0x100, 9, true},
+                                      {kRxData + 0x200, 50, true},
+                                      {kRxData + 0x400, 1000, true}});
+  rx_.Publish(head);
+  NotifyRx();
+  const std::vector<uint8_t> frame = TestFrame(600, 9);
+  ASSERT_TRUE(tap_->Inject(frame).ok());
+  ASSERT_TRUE(WaitRxUsed(1));
+  ASSERT_EQ(rx_.Used(0).len, kNetHeaderSize + frame.size());
+  std::vector<uint8_t> bytes(kNetHeaderSize + frame.size());
+  const std::vector<std::pair<GuestAddress, uint32_t>> pieces = {
+      {kRxData, 7}, {kRxData + 0x100, 9}, {kRxData + 0x200, 50}, {kRxData + 0x400, 1000}};
+  size_t pos = 0;
+  for (auto [addr, len] : pieces) {
+    const size_t n = std::min<size_t>(len, bytes.size() - pos);
+    ASSERT_TRUE(memory_->Read(addr, bytes.data() + pos, n).ok());
+    pos += n;
+  }
+  KapselVirtioNetHdr h;
+  std::memcpy(&h, bytes.data(), sizeof(h));
+  EXPECT_EQ(h.num_buffers, 1);
+  EXPECT_EQ(std::vector<uint8_t>(bytes.begin() + kNetHeaderSize, bytes.end()), frame);
+}
+
+// CPU time the event loop thread has used.
+absl::Duration ThreadCpu(pthread_t thread) {
+  clockid_t clock;
+  if (pthread_getcpuclockid(thread, &clock) != 0) return absl::ZeroDuration();
+  timespec ts;
+  clock_gettime(clock, &ts);
+  return absl::DurationFromTimespec(ts);
+}
+
+TEST_F(NetDeviceTest, NoRxBuffersLeavesFramesInTheTapUntilTheDriverNotifies) {
+  std::vector<std::vector<uint8_t>> frames;
+  for (int i = 0; i < 3; ++i) {
+    frames.push_back(TestFrame(100 + i, static_cast<uint8_t>(i)));
+    ASSERT_TRUE(tap_->Inject(frames.back()).ok());
+  }
+  // Nothing to read into: the device stops watching the tap instead of spinning on it.
+  absl::SleepFor(absl::Milliseconds(50));
+  const absl::Duration cpu_before = ThreadCpu(loop_tid_);
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_LT(ThreadCpu(loop_tid_) - cpu_before, absl::Milliseconds(100)) << "the loop spins";
+  EXPECT_EQ(rx_.UsedIdx(), 0);
+  EXPECT_EQ(device_->counters().rx_frames, 0u);
+  EXPECT_EQ(device_->counters().rx_dropped, 0u);
+
+  // Buffers without a notify: still nothing (the driver must notify).
+  PostRx(0);
+  PostRx(1);
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(rx_.UsedIdx(), 0);
+  NotifyRx();
+  ASSERT_TRUE(WaitRxUsed(2));
+  ExpectRxFrame(0, 0, frames[0]);
+  ExpectRxFrame(1, 1, frames[1]);
+  // The third waits again, and arrives with the next buffer.
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(rx_.UsedIdx(), 2);
+  PostRx(2);
+  NotifyRx();
+  ASSERT_TRUE(WaitRxUsed(3));
+  ExpectRxFrame(2, 2, frames[2]);
+  // And the tap is watched again: a new frame goes straight into a posted buffer.
+  PostRx(3);
+  NotifyRx();
+  const std::vector<uint8_t> later = TestFrame(64, 42);
+  ASSERT_TRUE(tap_->Inject(later).ok());
+  ASSERT_TRUE(WaitRxUsed(4));
+  ExpectRxFrame(3, 3, later);
+  EXPECT_EQ(device_->counters().rx_frames, 4u);
+}
+
+TEST_F(NetDeviceTest, FrameLargerThanTheRxChainIsDropped) {
+  PostRx(0, kNetHeaderSize + 100);
+  NotifyRx();
+  const std::vector<uint8_t> big = TestFrame(500, 1);
+  const std::vector<uint8_t> small = TestFrame(100, 2);
+  ASSERT_TRUE(tap_->Inject(big).ok());
+  ASSERT_TRUE(tap_->Inject(small).ok());
+  ASSERT_TRUE(WaitRxUsed(1));
+  // The chain was kept for the next frame, which fits exactly.
+  ExpectRxFrame(0, 0, small);
+  const NetCounters c = device_->counters();
+  EXPECT_EQ(c.rx_dropped, 1u);
+  EXPECT_EQ(c.rx_frames, 1u);
+  EXPECT_EQ(c.bad_chains, 0u);
+}
+
+TEST_F(NetDeviceTest, HostileTxChainsAreReturnedAndTheQueueGoesOn) {
+  const std::vector<uint8_t> frame = TestFrame(80, 5);
+  std::vector<testing::Buffer> with_writable = TxBuffers(frame);
+  with_writable.push_back({kTxData + 0x1000, 64, true});
+  SendTx(with_writable);
+  SendTx({{kTxData, 0, false}});                              // zero length
+  SendTx({{kTxData, kNetHeaderSize + 13, false}});            // shorter than an Ethernet header
+  SendTx({{kTxData, 0x1000, false}, {0x180000, 64, false}});  // in the RAM hole
+  SendTx({{testing::kHighRam + testing::kHighRamSize - 8, 64, false}});  // off the end of RAM
+  SendTx({{kTxData, uint32_t(NetDevice::kMaxFrameSize + 1), false}});    // too large
+  // A loop: descriptor 200 points at itself.
+  {
+    const uint16_t used_before = tx_.UsedIdx();
+    tx_.SetDescriptor(200, kTxData, 64, kVringDescFNext, 200);
+    tx_.Publish(200);
+    transport_->NotifyQueue(NetDevice::kTxQueue);
+    ASSERT_EQ(tx_.UsedIdx(), static_cast<uint16_t>(used_before + 1));
+    EXPECT_EQ(tx_.Used(used_before).len, 0u);
+  }
+  // Offloads we never offered.
+  {
+    std::vector<testing::Buffer> chain = TxBuffers(frame);
+    KapselVirtioNetHdr h{};
+    h.flags = kHdrFNeedsCsum;
+    ASSERT_TRUE(memory_->Write(kTxData, &h, sizeof(h)).ok());
+    SendTx(chain);
+    chain = TxBuffers(frame);
+    h = {};
+    h.gso_type = kHdrGsoTcpv4;
+    h.gso_size = 100;
+    ASSERT_TRUE(memory_->Write(kTxData, &h, sizeof(h)).ok());
+    SendTx(chain);
+  }
+  ExpectNothingOnTap();
+  EXPECT_EQ(device_->counters().bad_chains, 9u);
+  EXPECT_EQ(device_->counters().tx_frames, 0u);
+  // The queue still works.
+  SendTx(TxBuffers(frame));
+  EXPECT_EQ(tap_->Receive(5000), frame);
+  EXPECT_EQ(device_->counters().tx_frames, 1u);
+  EXPECT_EQ(transport_->last_error(), absl::OkStatus());
+}
+
+TEST_F(NetDeviceTest, HostileRxChainsAreReturnedEmpty) {
+  uint16_t heads[5];
+  heads[0] = rx_.AddChain({{kRxData, 64, false}, {kRxData + 0x100, 1000, true}});  // readable
+  heads[1] = rx_.AddChain({{kRxData, kNetHeaderSize - 1, true}});                  // too small
+  heads[2] = rx_.AddChain({{kRxData, 0, true}});                                   // empty
+  heads[3] = rx_.AddChain({{0x180000, 2000, true}});                               // in the hole
+  rx_.SetDescriptor(250, kRxData, 64, kVringDescFNext | kVringDescFWrite, 250);    // loop
+  heads[4] = 250;
+  for (uint16_t head : heads) rx_.Publish(head);
+  PostRx(4);
+  NotifyRx();
+  // The bad chains come back at once, empty; the good one waits for a frame.
+  ASSERT_TRUE(WaitRxUsed(5));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(rx_.Used(i).id, heads[i]);
+    EXPECT_EQ(rx_.Used(i).len, 0u);
+  }
+  EXPECT_EQ(device_->counters().bad_chains, 5u);
+  const std::vector<uint8_t> frame = TestFrame(90, 8);
+  ASSERT_TRUE(tap_->Inject(frame).ok());
+  ASSERT_TRUE(WaitRxUsed(6));
+  ExpectRxFrame(5, 4, frame);
+}
+
+TEST_F(NetDeviceTest, ResetStopsReadingTheTapAndActivationResumes) {
+  PostRx(0);
+  NotifyRx();
+  MmioDriver mmio(*transport_);
+  mmio.Write32(VIRTIO_MMIO_STATUS, 0);  // driver reset
+  // The tap fd is off the loop.
+  EXPECT_EQ(loop_->Remove(device_->tap_fd()).code(), absl::StatusCode::kNotFound);
+  const std::vector<uint8_t> frame = TestFrame(120, 4);
+  ASSERT_TRUE(tap_->Inject(frame).ok());
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(device_->counters().rx_frames, 0u);
+  // After a new DRIVER_OK the device starts over at the first available entry (the buffer posted
+  // before the reset) and gets the frame that waited in the tap.
+  Start();
+  NotifyRx();
+  ASSERT_TRUE(WaitRxUsed(1));
+  ExpectRxFrame(0, 0, frame);
+}
+
+TEST(TapTest, AdoptRefusesWhatIsNotAVnetHdrTap) {
+  int pipe_fds[2];
+  ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
+  close(pipe_fds[1]);
+  absl::StatusOr<Tap> tap = AdoptTap(UniqueFd(pipe_fds[0]));
+  ASSERT_FALSE(tap.ok());
+  EXPECT_NE(tap.status().message().find("is not an attached tun/tap device"), std::string::npos)
+      << tap.status();
+  EXPECT_LT(fcntl(pipe_fds[0], F_GETFD), 0) << "the refused fd was not closed";
+
+  absl::StatusOr<UniqueFd> tun = testing::CreateTap("ktun0", IFF_TUN | IFF_NO_PI | IFF_VNET_HDR);
+  ASSERT_TRUE(tun.ok()) << tun.status();
+  tap = AdoptTap(*std::move(tun));
+  ASSERT_FALSE(tap.ok());
+  EXPECT_NE(tap.status().message().find("not IFF_TAP"), std::string::npos) << tap.status();
+
+  // (Not tested: a tap without IFF_NO_PI. Some kernels, 6.18 here, report IFF_NO_PI in TUNGETIFF
+  // whatever was asked for.)
+  absl::StatusOr<UniqueFd> plain = testing::CreateTap("ktap9", IFF_TAP | IFF_NO_PI);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  tap = AdoptTap(*std::move(plain));
+  ASSERT_FALSE(tap.ok());
+  EXPECT_NE(tap.status().message().find("(ktap9) is not usable: IFF_VNET_HDR is not set"),
+            std::string::npos)
+      << tap.status();
+
+  tap = AdoptTap(UniqueFd(987));
+  ASSERT_FALSE(tap.ok());
+  EXPECT_NE(tap.status().message().find("fd 987 is not open"), std::string::npos) << tap.status();
+}
+
+TEST(TapTest, AdoptConfiguresTheFd) {
+  absl::StatusOr<UniqueFd> fd = testing::CreateTap("ktap8", IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  absl::StatusOr<Tap> tap = AdoptTap(*std::move(fd));
+  ASSERT_TRUE(tap.ok()) << tap.status();
+  EXPECT_EQ(tap->name, "ktap8");
+  int size = 0;
+  ASSERT_EQ(ioctl(tap->fd.get(), TUNGETVNETHDRSZ, &size), 0);
+  EXPECT_EQ(size, 12);
+  EXPECT_NE(fcntl(tap->fd.get(), F_GETFL) & O_NONBLOCK, 0);
+  EXPECT_NE(fcntl(tap->fd.get(), F_GETFD) & FD_CLOEXEC, 0);
+}
+
+TEST(TapTest, OpenCreatesTheNamedTapAndChecksTheName) {
+  absl::StatusOr<Tap> tap = OpenTap("kopen0");
+  ASSERT_TRUE(tap.ok()) << tap.status();
+  EXPECT_EQ(tap->name, "kopen0");
+  EXPECT_NE(if_nametoindex("kopen0"), 0u);
+  tap->fd.reset();
+  EXPECT_EQ(if_nametoindex("kopen0"), 0u) << "a tap kapsel-vmm created outlives it";
+  EXPECT_FALSE(OpenTap("a-name-too-long-1").ok());
+  EXPECT_FALSE(OpenTap("").ok());
+  EXPECT_FALSE(OpenTap("a/b").ok());
+}
+
+TEST(NetDeviceCreateTest, RefusesBadMacAndMtu) {
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create();
+  ASSERT_TRUE(loop.ok());
+  for (auto [mac, mtu] : std::vector<std::pair<MacAddress, uint32_t>>{
+           {MacAddress{0x01, 0, 0, 0, 0, 1}, 0}, {MacAddress{}, 0}, {kMac, 67}, {kMac, 65522}}) {
+    absl::StatusOr<Tap> tap = OpenTap("kbad0");
+    ASSERT_TRUE(tap.ok()) << tap.status();
+    EXPECT_FALSE(
+        NetDevice::Create({.tap = *std::move(tap), .mac = mac, .mtu = mtu}, loop->get()).ok());
+  }
+}
+
+}  // namespace
+}  // namespace kapsel::vmm::virtio
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  absl::Status netns = kapsel::vmm::virtio::testing::EnterPrivateNetns();
+  if (!netns.ok()) {
+    std::fprintf(stderr, "net_device_test: %s (needs root)\n",
+                 std::string(netns.message()).c_str());
+    return 1;
+  }
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,263 @@
+#include "vmm/devices/virtio/net/net_device.h"
+
+#include <endian.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <sys/epoll.h>
+#include <sys/uio.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "vmm/devices/virtio/chain_io.h"
+
+namespace kapsel::vmm::virtio {
+namespace {
+
+// readv/writev take at most IOV_MAX (1024) buffers; one is ours (rx scratch, tx header).
+constexpr size_t kMaxIov = 1024;
+
+// Collects the next buffers of a chain as iovecs (pointing into guest memory) after the ones
+// already in *iov. False if the chain needs more than kMaxIov - reserve of them in all.
+template <typename Cursor>
+bool CollectIovecs(Cursor& cursor, size_t reserve, std::vector<iovec>* iov) {
+  while (cursor.remaining() > 0) {
+    if (iov->size() + reserve >= kMaxIov) return false;
+    auto piece = cursor.Peek(cursor.remaining());
+    if (!piece.ok() || piece->empty()) return false;
+    iov->push_back({const_cast<uint8_t*>(piece->data()), piece->size()});
+    cursor.Skip(piece->size());
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<NetDevice>> NetDevice::Create(Options options, EventLoop* loop) {
+  if (!options.tap.fd) return absl::InvalidArgumentError("virtio-net: no tap fd");
+  if (options.mtu != 0 && (options.mtu < kMinMtu || options.mtu > kMaxMtu)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("virtio-net: MTU ", options.mtu, " out of range ", kMinMtu, "..", kMaxMtu));
+  }
+  if ((options.mac[0] & 1) != 0 || options.mac == MacAddress{}) {
+    return absl::InvalidArgumentError(
+        "virtio-net: the MAC address must be a unicast address, not all zeros");
+  }
+  return std::unique_ptr<NetDevice>(new NetDevice(std::move(options), loop));
+}
+
+NetDevice::NetDevice(Options options, EventLoop* loop)
+    : tap_(std::move(options.tap.fd)),
+      tap_name_(std::move(options.tap.name)),
+      mac_(options.mac),
+      mtu_(options.mtu),
+      loop_(loop),
+      scratch_(kMaxFrameSize) {}
+
+NetDevice::~NetDevice() {
+  absl::MutexLock lock(&mu_);
+  UnregisterTap();
+}
+
+uint32_t NetDevice::device_type() const { return VIRTIO_ID_NET; }
+
+uint64_t NetDevice::device_features() const {
+  uint64_t features = (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << kVirtioNetFMac) |
+                      (uint64_t{1} << kVirtioNetFStatus);
+  if (mtu_ != 0) features |= uint64_t{1} << kVirtioNetFMtu;
+  return features;
+}
+
+void NetDevice::ReadConfig(uint64_t offset, absl::Span<uint8_t> data) {
+  // The fields after mtu (speed, duplex, RSS) belong to features we do not offer: they read as 0.
+  KapselVirtioNetConfig config{};
+  static_assert(sizeof(config) == 12);
+  std::memcpy(config.mac, mac_.data(), mac_.size());
+  config.status = htole16(kVirtioNetSLinkUp);
+  config.max_virtqueue_pairs = htole16(1);
+  config.mtu = htole16(static_cast<uint16_t>(mtu_));
+  std::array<uint8_t, sizeof(config)> image;
+  std::memcpy(image.data(), &config, sizeof(config));
+  ReadConfigImage(image, offset, data);
+}
+
+absl::Status NetDevice::Activate(ActivateContext context) {
+  if (context.queues.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(name(), ": expected two queues"));
+  }
+  if (!context.queues[kRxQueue].active() || !context.queues[kTxQueue].active()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name(), ": the rx and tx queues must be enabled"));
+  }
+  absl::MutexLock lock(&mu_);
+  UnregisterTap();
+  // One-shot: the handler reads until the tap is empty (then re-arms) or the rx queue has no
+  // buffers (then the next rx notify resumes), so a tap full of frames never spins the loop.
+  absl::Status added =
+      loop_->Add(tap_.get(), EPOLLIN | EPOLLONESHOT, [this](uint32_t) { OnTapEvent(); });
+  if (!added.ok()) return Annotate(added, name());
+  registered_ = true;
+  memory_ = context.memory;
+  rx_ = &context.queues[kRxQueue];
+  tx_ = &context.queues[kTxQueue];
+  signal_used_ = std::move(context.signal_used);
+  return absl::OkStatus();
+}
+
+void NetDevice::Reset() {
+  absl::MutexLock lock(&mu_);
+  UnregisterTap();
+  memory_ = nullptr;
+  rx_ = nullptr;
+  tx_ = nullptr;
+  signal_used_ = nullptr;
+}
+
+NetCounters NetDevice::counters() const {
+  absl::MutexLock lock(&mu_);
+  return counters_;
+}
+
+void NetDevice::UnregisterTap() {
+  if (!registered_) return;
+  registered_ = false;
+  (void)loop_->Remove(tap_.get());
+}
+
+void NetDevice::ArmTap() {
+  if (!registered_) return;
+  absl::Status status = loop_->Modify(tap_.get(), EPOLLIN | EPOLLONESHOT);
+  if (!status.ok()) LogOnce(&logged_rx_error_, std::string(status.message()));
+}
+
+void NetDevice::LogOnce(bool* logged, const std::string& message) {
+  if (*logged) return;
+  *logged = true;
+  std::fprintf(stderr, "kapsel-vmm: %s: %s (further errors of this kind are not logged)\n",
+               name().c_str(), message.c_str());
+}
+
+void NetDevice::ProcessQueue(uint16_t index) {
+  absl::MutexLock lock(&mu_);
+  if (memory_ == nullptr) return;
+  if (index == kTxQueue) {
+    ProcessTx();
+  } else if (index == kRxQueue) {
+    ProcessRx();  // new buffers: read what waited in the tap
+  }
+}
+
+void NetDevice::OnTapEvent() {
+  absl::MutexLock lock(&mu_);
+  if (memory_ == nullptr) return;
+  if (ProcessRx() && signal_used_) signal_used_(kRxQueue);
+}
+
+void NetDevice::ProcessTx() {
+  while (true) {
+    absl::StatusOr<std::optional<DescriptorChain>> popped = tx_->Pop();
+    if (!popped.ok() || !popped->has_value()) return;
+    const DescriptorChain& chain = **popped;
+    if (!chain.status.ok() || !SendFrame(chain)) ++counters_.bad_chains;
+    if (!tx_->AddUsed(chain.head, 0).ok()) return;
+  }
+}
+
+bool NetDevice::SendFrame(const DescriptorChain& chain) {
+  if (chain.writable_bytes != 0 || chain.readable_bytes < kMinTxSize ||
+      chain.readable_bytes > kMaxFrameSize) {
+    return false;
+  }
+  ChainReader reader(*memory_, chain);
+  absl::StatusOr<KapselVirtioNetHdr> header = reader.ReadObj<KapselVirtioNetHdr>();
+  // No checksum or segmentation offload was offered: a header asking for one is a broken driver.
+  if (!header.ok() || header->flags != 0 || header->gso_type != kVirtioNetHdrGsoNone) {
+    return false;
+  }
+  // The tap gets our own (zeroed) header, not guest memory the guest could change under us.
+  KapselVirtioNetHdr clean{};
+  std::vector<iovec> iov = {{&clean, sizeof(clean)}};
+  if (!CollectIovecs(reader, 0, &iov)) return false;
+  ssize_t n;
+  do {
+    n = writev(tap_.get(), iov.data(), static_cast<int>(iov.size()));
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    const int err = errno;
+    ++counters_.tx_dropped;
+    if (err != EAGAIN && err != EWOULDBLOCK && err != ENOBUFS) {
+      LogOnce(&logged_tx_error_, std::string(ErrnoError(err, "writing to the tap").message()));
+    }
+    return true;
+  }
+  ++counters_.tx_frames;
+  counters_.tx_bytes += chain.readable_bytes - kNetHeaderSize;
+  return true;
+}
+
+bool NetDevice::ProcessRx() {
+  bool used = false;
+  std::vector<iovec> iov;
+  for (int frames = 0; frames < kBudget; ++frames) {
+    absl::StatusOr<std::optional<DescriptorChain>> popped = rx_->Pop();
+    // No buffers (or a broken queue): leave the frames in the tap until the next rx notify.
+    if (!popped.ok() || !popped->has_value()) return used;
+    const DescriptorChain& chain = **popped;
+    iov.clear();
+    bool usable =
+        chain.status.ok() && chain.num_readable == 0 && chain.writable_bytes >= kNetHeaderSize;
+    uint64_t capacity = 0;
+    if (usable) {
+      ChainWriter writer(*memory_, chain);
+      writer.Limit(kMaxFrameSize);
+      usable = CollectIovecs(writer, 1, &iov);
+      capacity = writer.written();
+    }
+    if (!usable) {
+      ++counters_.bad_chains;
+      if (!rx_->AddUsed(chain.head, 0).ok()) return used;
+      used = true;
+      continue;
+    }
+    // The scratch buffer takes what does not fit, so a too-large frame is seen whole and dropped.
+    iov.push_back({scratch_.data(), scratch_.size()});
+    ssize_t n;
+    do {
+      n = readv(tap_.get(), iov.data(), static_cast<int>(iov.size()));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      const int err = errno;
+      rx_->UndoPop();
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        ArmTap();
+      } else {
+        // Not re-armed: a dead tap must not spin the loop; the next rx notify tries again.
+        LogOnce(&logged_rx_error_, std::string(ErrnoError(err, "reading from the tap").message()));
+      }
+      return used;
+    }
+    if (static_cast<uint64_t>(n) > capacity || static_cast<uint64_t>(n) < kNetHeaderSize) {
+      ++counters_.rx_dropped;
+      rx_->UndoPop();  // the chain waits for the next frame
+      continue;
+    }
+    // Without VIRTIO_NET_F_MRG_RXBUF num_buffers must be 1; the tap leaves it untouched.
+    ChainWriter header(*memory_, chain);
+    header.Skip(offsetof(KapselVirtioNetHdr, num_buffers));
+    const uint16_t one = htole16(1);
+    (void)header.WriteObj(one);
+    if (!rx_->AddUsed(chain.head, static_cast<uint32_t>(n)).ok()) return used;
+    used = true;
+    ++counters_.rx_frames;
+    counters_.rx_bytes += static_cast<uint64_t>(n) - kNetHeaderSize;
+  }
+  // Budget spent: come back through the loop (the tap is level-triggered).
+  ArmTap();
+  return used;
+}
+
+}  // namespace kapsel::vmm::virtio
