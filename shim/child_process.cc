@@ -16,7 +16,8 @@
 namespace kapsel::shim {
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
-    const std::vector<std::string>& argv, const std::string& log_path) {
+    const std::vector<std::string>& argv, const std::string& log_path,
+    const std::vector<int>& inherit_fds) {
   if (argv.empty() || argv[0].empty() || argv[0][0] != '/') {
     return absl::InvalidArgumentError("ChildProcess: argv[0] must be an absolute path");
   }
@@ -44,6 +45,9 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
     dup2(null_fd.get(), 0);
     dup2(log_fd.get(), 1);
     dup2(log_fd.get(), 2);
+    for (int fd : inherit_fds) {
+      if (fd <= 2 || fcntl(fd, F_SETFD, 0) != 0) _exit(127);
+    }
     execv(args[0], args.data());
     _exit(127);
   }

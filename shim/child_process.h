@@ -23,9 +23,11 @@ class ChildProcess {
  public:
   // Starts argv[0] (an absolute path) with stdin from /dev/null and stdout+stderr appended to
   // `log_path` (/dev/null when empty), in its own process group. The child gets SIGKILL if the
-  // shim dies (PR_SET_PDEATHSIG).
-  static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(const std::vector<std::string>& argv,
-                                                             const std::string& log_path);
+  // shim dies (PR_SET_PDEATHSIG). The child inherits the descriptors in `inherit_fds` (above 2)
+  // under the same numbers; every other descriptor of the shim is close-on-exec.
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(
+      const std::vector<std::string>& argv, const std::string& log_path,
+      const std::vector<int>& inherit_fds = {});
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
   ~ChildProcess();

@@ -31,14 +31,20 @@ std::optional<uint32_t> ContainerPidOfPath(const std::string& path) {
 }  // namespace
 
 absl::Status MapNamespacesIntoVm(const SandboxNamespaces& sandbox, oci::v1::Spec* spec) {
-  for (oci::v1::Namespace& ns : *spec->mutable_linux()->mutable_namespaces()) {
+  auto* namespaces = spec->mutable_linux()->mutable_namespaces();
+  for (int i = 0; i < namespaces->size(); ++i) {
+    oci::v1::Namespace& ns = (*namespaces)[i];
     if (ns.path().empty()) continue;
     if (std::optional<uint32_t> pid = ContainerPidOfPath(ns.path());
         pid.has_value() && sandbox.container_inits.count(*pid) != 0) {
       continue;  // a namespace of a container in this VM: the same path there
     }
     if (ns.type() == "network") {
-      if (sandbox.sandbox_init.has_value()) {
+      if (sandbox.network_in_vm) {
+        LogInfo("the container joins the VM's network namespace (the pod's network) instead of ",
+                ns.path());
+        namespaces->erase(namespaces->begin() + i--);
+      } else if (sandbox.sandbox_init.has_value()) {
         LogInfo("the container joins its pod's network namespace instead of ", ns.path());
         ns.set_path(absl::StrCat("/proc/", *sandbox.sandbox_init, "/ns/net"));
       } else {

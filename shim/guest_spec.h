@@ -20,11 +20,15 @@ struct SandboxNamespaces {
   std::set<uint32_t> container_inits;
   // The sandbox container's init, once it runs (a pod's first container).
   std::optional<uint32_t> sandbox_init;
+  // The pod's network was moved into the VM (PodNetwork): its interfaces are in the VM's own
+  // network namespace, which the pod's containers then share.
+  bool network_in_vm = false;
 };
 
 // Maps the spec's namespace paths into the VM:
 // - /proc/<pid>/ns/<name> of a container in `sandbox`: kept (the same path in the guest).
-// - Any other network namespace (a CNI netns on the host): the sandbox container's, so a pod's
+// - Any other network namespace (a CNI netns on the host): with `network_in_vm`, the VM's own
+//   (the namespace is dropped from the spec); otherwise the sandbox container's, so a pod's
 //   containers share one network, or a new one of the VM's for the sandbox container itself.
 // - A cgroup namespace path: dropped (a new one in the VM).
 // - Anything else (a host process's pid, ipc, uts, mount or user namespace): an error.

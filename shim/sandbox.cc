@@ -71,13 +71,13 @@ std::string SandboxDir(const Config& config, const std::string& ns, const std::s
   return absl::StrCat(config.state_dir, "/", ns, "/", id);
 }
 
-absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Start(const Config& config, SandboxPaths paths,
-                                                        const std::string& id,
-                                                        const std::string& hostname,
-                                                        const std::vector<VmDisk>& disks,
-                                                        VmExitCallback on_exit) {
+absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Start(
+    const Config& config, SandboxPaths paths, const std::string& id, const std::string& hostname,
+    const std::vector<VmDisk>& disks, std::unique_ptr<PodNetwork> network, VmExitCallback on_exit) {
   std::unique_ptr<Sandbox> sandbox(new Sandbox(std::move(paths)));
   sandbox->on_exit_ = std::move(on_exit);
+  sandbox->has_network_ = network != nullptr && !network->empty();
+  sandbox->network_ = std::move(network);
   absl::Status status = sandbox->Boot(config, id, hostname, disks);
   if (!status.ok()) {
     const std::string console = sandbox->ConsoleTail();
@@ -145,11 +145,19 @@ absl::Status Sandbox::Boot(const Config& config, const std::string& id, const st
     argv.push_back("--disk");
     argv.push_back(disk.read_only ? absl::StrCat(disk.path, ",ro") : disk.path);
   }
+  std::vector<int> inherit_fds;
+  if (network_ != nullptr) {
+    for (const std::string& net : network_->VmmNetArgs()) {
+      argv.push_back("--net");
+      argv.push_back(net);
+    }
+    inherit_fds = network_->tap_fds();
+  }
   if (!config.kernel_cmdline.empty()) {
     argv.push_back("--cmdline");
     argv.push_back(config.kernel_cmdline);
   }
-  ASSIGN_OR_RETURN(vmm_, ChildProcess::Spawn(argv, paths_.vmm_log));
+  ASSIGN_OR_RETURN(vmm_, ChildProcess::Spawn(argv, paths_.vmm_log, inherit_fds));
   RETURN_IF_ERROR(WriteFile(paths_.vmm_pid, absl::StrCat(vmm_->pid())));
   LogInfo("sandbox ", id, ": kapsel-vmm pid ", vmm_->pid(), ", virtiofsd pid ", virtiofsd_->pid());
 
@@ -197,6 +205,7 @@ absl::Status Sandbox::Boot(const Config& config, const std::string& id, const st
   agent::v1::SharedMount* shared = request.add_shared_mounts();
   shared->set_tag(kSharedTag);
   shared->set_guest_path(kGuestSharedDir);
+  if (network_ != nullptr) network_->AddTo(&request);
   agent::v1::Empty empty;
   return Call("CreateSandbox", request, &empty);
 }
@@ -233,6 +242,7 @@ void Sandbox::Stop() {
   if (virtiofsd_ != nullptr) virtiofsd_->Stop(absl::Seconds(3));
   vmm_.reset();
   virtiofsd_.reset();
+  network_.reset();  // after kapsel-vmm: its taps are gone with it
   if (absl::Status s = UnmountAll(paths_.dir); !s.ok()) LogWarn("sandbox cleanup: ", s.ToString());
   if (absl::Status s = RemoveTree(paths_.dir); !s.ok()) LogWarn("sandbox cleanup: ", s.ToString());
 }

@@ -19,6 +19,7 @@
 #include "google/protobuf/message.h"
 #include "shim/child_process.h"
 #include "shim/config.h"
+#include "shim/pod_network.h"
 
 namespace kapsel::shim {
 
@@ -56,13 +57,16 @@ class Sandbox {
   // Called once, on the sandbox's watcher thread, when kapsel-vmm exits for any reason.
   using VmExitCallback = std::function<void(int exit_code)>;
 
-  // Boots the VM with `disks` and waits (up to config.boot_timeout) for the agent; then
-  // CreateSandbox with `hostname`. On error everything started is stopped and removed; the
-  // message carries the end of the guest console.
+  // Boots the VM with `disks` and the pod's `network` (null or empty: no network device) and
+  // waits (up to config.boot_timeout) for the agent; then CreateSandbox with `hostname` and the
+  // network's interfaces and routes. The sandbox owns the network and detaches it when it stops.
+  // On error everything started is stopped and removed; the message carries the end of the
+  // guest console.
   static absl::StatusOr<std::unique_ptr<Sandbox>> Start(const Config& config, SandboxPaths paths,
                                                         const std::string& id,
                                                         const std::string& hostname,
                                                         const std::vector<VmDisk>& disks,
+                                                        std::unique_ptr<PodNetwork> network,
                                                         VmExitCallback on_exit);
   Sandbox(const Sandbox&) = delete;
   Sandbox& operator=(const Sandbox&) = delete;
@@ -70,14 +74,16 @@ class Sandbox {
 
   const SandboxPaths& paths() const { return paths_; }
   bool vm_running() const { return !vm_exited_.load(); }
+  // Whether the pod's network was moved into the VM.
+  bool has_network() const { return has_network_; }
 
   // One agent RPC (kapsel.agent.v1.Agent/method). Unavailable once the VM is gone.
   absl::Status Call(const std::string& method, const google::protobuf::Message& request,
                     google::protobuf::Message* response,
                     absl::Duration timeout = absl::Seconds(30));
 
-  // Powers the VM off (DestroySandbox, then signals), stops virtiofsd, unmounts and removes the
-  // sandbox directory. Idempotent.
+  // Powers the VM off (DestroySandbox, then signals), stops virtiofsd, detaches the pod network,
+  // unmounts and removes the sandbox directory. Idempotent.
   void Stop();
 
   // The last `max_bytes` of the guest console (for error messages).
@@ -89,6 +95,8 @@ class Sandbox {
                     const std::vector<VmDisk>& disks);
 
   const SandboxPaths paths_;
+  std::unique_ptr<PodNetwork> network_;  // may be null; reset by Stop
+  bool has_network_ = false;             // set once, before the sandbox is shared
   std::unique_ptr<ChildProcess> virtiofsd_;
   std::unique_ptr<ChildProcess> vmm_;
   std::unique_ptr<ttrpc::Client> agent_;

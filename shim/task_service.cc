@@ -140,7 +140,8 @@ bool TaskService::HasSandbox() {
 }
 
 absl::Status TaskService::EnsureSandbox(const std::string& hostname,
-                                        const std::vector<VmDisk>& disks) {
+                                        const std::vector<VmDisk>& disks,
+                                        const std::string& netns_path) {
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return absl::FailedPreconditionError("the shim is shutting down");
@@ -150,8 +151,18 @@ absl::Status TaskService::EnsureSandbox(const std::string& hostname,
     }
   }
   const std::string dir = SandboxDir(config_, identity_.ns, identity_.sandbox_id);
+  std::unique_ptr<PodNetwork> network;
+  if (!netns_path.empty() && IsOwnNetworkNamespace(netns_path)) {
+    // The shim's own network (the host's, typically): it is never moved into a VM.
+    LogInfo("the sandbox gets a network namespace of the VM instead of ", netns_path,
+            ", the shim's own");
+  } else if (!netns_path.empty()) {
+    ASSIGN_OR_RETURN(network, PodNetwork::Attach(netns_path));
+    if (network->empty()) network.reset();
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Sandbox> sandbox,
                    Sandbox::Start(config_, SandboxPaths(dir), identity_.sandbox_id, hostname, disks,
+                                  std::move(network),
                                   [](int code) { LogInfo("sandbox VM stopped: status ", code); }));
   {
     absl::MutexLock lock(&mu_);
@@ -210,7 +221,11 @@ absl::StatusOr<task::CreateTaskResponse> TaskService::CreateLocked(const task::C
   }
   std::vector<VmDisk> disks;
   if (block.has_value()) disks.push_back({block->source, block->read_only});
-  RETURN_IF_ERROR(EnsureSandbox(spec.hostname(), disks));
+  std::string netns_path;
+  for (const oci::v1::Namespace& ns : spec.linux().namespaces()) {
+    if (ns.type() == "network") netns_path = ns.path();
+  }
+  RETURN_IF_ERROR(EnsureSandbox(spec.hostname(), disks, netns_path));
   ASSIGN_OR_RETURN(std::shared_ptr<Sandbox> sandbox, GetSandbox());
 
   // Otherwise the root filesystem is containerd's mounts (or the bundle's rootfs) on
@@ -338,6 +353,7 @@ SandboxNamespaces TaskService::RunningNamespaces() {
     namespaces.container_inits.insert(container->init->pid());
     if (id == identity_.sandbox_id) namespaces.sandbox_init = container->init->pid();
   }
+  namespaces.network_in_vm = sandbox_ != nullptr && sandbox_->has_network();
   return namespaces;
 }
 

@@ -81,8 +81,10 @@ class TaskService {
                                                        const std::string& exec_id);
   // Whether the sandbox's VM was started (by an earlier Create).
   bool HasSandbox();
-  // Boots the sandbox on the first Create, with `disks`.
-  absl::Status EnsureSandbox(const std::string& hostname, const std::vector<VmDisk>& disks)
+  // Boots the sandbox on the first Create, with `disks` and, when the first container names a
+  // network namespace of the host (`netns_path`, a pod's CNI netns), that namespace's network.
+  absl::Status EnsureSandbox(const std::string& hostname, const std::vector<VmDisk>& disks,
+                             const std::string& netns_path)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(create_mu_);
   absl::StatusOr<containerd::task::v2::CreateTaskResponse> CreateLocked(
       const containerd::task::v2::CreateTaskRequest& r, const std::string& host_dir)

@@ -63,6 +63,26 @@ TEST(MapNamespacesIntoVmTest, TheSandboxContainerGetsANetworkOfTheVm) {
   EXPECT_EQ(PathOf(spec, "cgroup"), "");
 }
 
+TEST(MapNamespacesIntoVmTest, WithThePodNetworkInTheVmEveryContainerSharesTheVmsNetwork) {
+  // The pod's interfaces were moved into the VM's own namespace: the sandbox container and the
+  // pod's later containers run there (no network namespace entry), a container's namespace that
+  // the pod's containers share stays as it is.
+  SandboxNamespaces sandbox;
+  sandbox.network_in_vm = true;
+  oci::v1::Spec pause = SpecWith({{"pid", ""}, {"network", "/var/run/netns/cni-1234"}});
+  ASSERT_TRUE(MapNamespacesIntoVm(sandbox, &pause).ok());
+  EXPECT_EQ(PathOf(pause, "network"), "<absent>");
+  EXPECT_EQ(PathOf(pause, "pid"), "");
+  sandbox.container_inits = {42};
+  sandbox.sandbox_init = 42;
+  oci::v1::Spec app =
+      SpecWith({{"network", "/var/run/netns/cni-1234"}, {"pid", "/proc/42/ns/pid"}});
+  ASSERT_TRUE(MapNamespacesIntoVm(sandbox, &app).ok());
+  EXPECT_EQ(PathOf(app, "network"), "<absent>");
+  EXPECT_EQ(PathOf(app, "pid"), "/proc/42/ns/pid");
+  ASSERT_EQ(app.linux().namespaces_size(), 1);
+}
+
 TEST(MapNamespacesIntoVmTest, HostNamespacesAreRefused) {
   SandboxNamespaces sandbox;
   sandbox.container_inits = {42};
