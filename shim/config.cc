@@ -75,20 +75,32 @@ absl::Status Apply(const Table& root, Config* config) {
   if (*vm != nullptr) {
     const Table& t = **vm;
     RETURN_IF_ERROR(CheckKeys(t, "vm",
-                              {"kernel", "initrd", "vmm", "vcpus", "memory_mib",
-                               "boot_timeout_seconds", "kernel_cmdline"}));
-    int64_t vcpus = config->vcpus, mem = config->memory_mib,
-            boot = absl::ToInt64Seconds(config->boot_timeout);
+                              {"kernel", "initrd", "vmm", "vcpus", "memory_mib", "max_vcpus",
+                               "max_memory_mib", "boot_timeout_seconds", "kernel_cmdline"}));
+    int64_t vcpus = config->vcpus, mem = config->memory_mib, max_vcpus = config->max_vcpus,
+            max_mem = config->max_memory_mib, boot = absl::ToInt64Seconds(config->boot_timeout);
     for (const absl::Status& s :
          {GetString(t, "vm", "kernel", &config->kernel),
           GetString(t, "vm", "initrd", &config->initrd), GetString(t, "vm", "vmm", &config->vmm),
           GetString(t, "vm", "kernel_cmdline", &config->kernel_cmdline),
           GetUint(t, "vm", "vcpus", 1, 32, &vcpus), GetUint(t, "vm", "memory_mib", 64, 65536, &mem),
+          GetUint(t, "vm", "max_vcpus", 1, 32, &max_vcpus),
+          GetUint(t, "vm", "max_memory_mib", 64, 65536, &max_mem),
           GetUint(t, "vm", "boot_timeout_seconds", 1, 3600, &boot)}) {
       RETURN_IF_ERROR(s);
     }
     config->vcpus = static_cast<uint32_t>(vcpus);
     config->memory_mib = static_cast<uint32_t>(mem);
+    if (vcpus > max_vcpus) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("vm.vcpus (", vcpus, ") is above vm.max_vcpus (", max_vcpus, ")"));
+    }
+    if (mem > max_mem) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("vm.memory_mib (", mem, ") is above vm.max_memory_mib (", max_mem, ")"));
+    }
+    config->max_vcpus = static_cast<uint32_t>(max_vcpus);
+    config->max_memory_mib = static_cast<uint32_t>(max_mem);
     config->boot_timeout = absl::Seconds(boot);
   }
   absl::StatusOr<const Table*> fs = table("virtiofsd");

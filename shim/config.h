@@ -8,6 +8,8 @@
 //   vmm = "/path/kapsel-vmm"
 //   vcpus = 1
 //   memory_mib = 256
+//   max_vcpus = 32                     # the most a pod's annotations may ask for (vm_resources.h)
+//   max_memory_mib = 65536
 //   boot_timeout_seconds = 60          # until the agent answers
 //   kernel_cmdline = ""                # empty: kapsel-vmm's default
 //   [virtiofsd]
@@ -35,6 +37,8 @@ struct Config {
   std::string vmm;
   uint32_t vcpus = 1;
   uint32_t memory_mib = 256;
+  uint32_t max_vcpus = 32;          // at least vcpus
+  uint32_t max_memory_mib = 65536;  // at least memory_mib
   absl::Duration boot_timeout = absl::Seconds(60);
   std::string kernel_cmdline;
   std::string virtiofsd = "/usr/lib/qemu/virtiofsd";

@@ -72,13 +72,14 @@ std::string SandboxDir(const Config& config, const std::string& ns, const std::s
 }
 
 absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Start(
-    const Config& config, SandboxPaths paths, const std::string& id, const std::string& hostname,
-    const std::vector<VmDisk>& disks, std::unique_ptr<PodNetwork> network, VmExitCallback on_exit) {
+    const Config& config, const VmResources& size, SandboxPaths paths, const std::string& id,
+    const std::string& hostname, const std::vector<VmDisk>& disks,
+    std::unique_ptr<PodNetwork> network, VmExitCallback on_exit) {
   std::unique_ptr<Sandbox> sandbox(new Sandbox(std::move(paths)));
   sandbox->on_exit_ = std::move(on_exit);
   sandbox->has_network_ = network != nullptr && !network->empty();
   sandbox->network_ = std::move(network);
-  absl::Status status = sandbox->Boot(config, id, hostname, disks);
+  absl::Status status = sandbox->Boot(config, size, id, hostname, disks);
   if (!status.ok()) {
     const std::string console = sandbox->ConsoleTail();
     sandbox->Stop();
@@ -90,8 +91,8 @@ absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Start(
   return sandbox;
 }
 
-absl::Status Sandbox::Boot(const Config& config, const std::string& id, const std::string& hostname,
-                           const std::vector<VmDisk>& disks) {
+absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const std::string& id,
+                           const std::string& hostname, const std::vector<VmDisk>& disks) {
   if (disks.size() > 26) return absl::InvalidArgumentError("more than 26 disks for one VM");
   std::error_code ec;
   std::filesystem::create_directories(paths_.shared, ec);
@@ -132,9 +133,9 @@ absl::Status Sandbox::Boot(const Config& config, const std::string& id, const st
                                    "--initrd",
                                    config.initrd,
                                    "--mem",
-                                   absl::StrCat(config.memory_mib),
+                                   absl::StrCat(size.memory_mib),
                                    "--vcpus",
-                                   absl::StrCat(config.vcpus),
+                                   absl::StrCat(size.vcpus),
                                    "--console",
                                    paths_.console,
                                    "--vsock",
@@ -159,7 +160,8 @@ absl::Status Sandbox::Boot(const Config& config, const std::string& id, const st
   }
   ASSIGN_OR_RETURN(vmm_, ChildProcess::Spawn(argv, paths_.vmm_log, inherit_fds));
   RETURN_IF_ERROR(WriteFile(paths_.vmm_pid, absl::StrCat(vmm_->pid())));
-  LogInfo("sandbox ", id, ": kapsel-vmm pid ", vmm_->pid(), ", virtiofsd pid ", virtiofsd_->pid());
+  LogInfo("sandbox ", id, ": kapsel-vmm pid ", vmm_->pid(), " (", size.ToString(),
+          "), virtiofsd pid ", virtiofsd_->pid());
 
   // The agent answers once the guest booted; until then connects fail.
   const absl::Time deadline = absl::Now() + config.boot_timeout;

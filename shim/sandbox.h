@@ -20,6 +20,7 @@
 #include "shim/child_process.h"
 #include "shim/config.h"
 #include "shim/pod_network.h"
+#include "shim/vm_resources.h"
 
 namespace kapsel::shim {
 
@@ -57,17 +58,15 @@ class Sandbox {
   // Called once, on the sandbox's watcher thread, when kapsel-vmm exits for any reason.
   using VmExitCallback = std::function<void(int exit_code)>;
 
-  // Boots the VM with `disks` and the pod's `network` (null or empty: no network device) and
-  // waits (up to config.boot_timeout) for the agent; then CreateSandbox with `hostname` and the
-  // network's interfaces and routes. The sandbox owns the network and detaches it when it stops.
-  // On error everything started is stopped and removed; the message carries the end of the
-  // guest console.
-  static absl::StatusOr<std::unique_ptr<Sandbox>> Start(const Config& config, SandboxPaths paths,
-                                                        const std::string& id,
-                                                        const std::string& hostname,
-                                                        const std::vector<VmDisk>& disks,
-                                                        std::unique_ptr<PodNetwork> network,
-                                                        VmExitCallback on_exit);
+  // Boots a VM of `size` (vCPUs and memory; config's own are not used) with `disks` and the pod's
+  // `network` (null or empty: no network device) and waits (up to config.boot_timeout) for the
+  // agent; then CreateSandbox with `hostname` and the network's interfaces and routes. The
+  // sandbox owns the network and detaches it when it stops. On error everything started is
+  // stopped and removed; the message carries the end of the guest console.
+  static absl::StatusOr<std::unique_ptr<Sandbox>> Start(
+      const Config& config, const VmResources& size, SandboxPaths paths, const std::string& id,
+      const std::string& hostname, const std::vector<VmDisk>& disks,
+      std::unique_ptr<PodNetwork> network, VmExitCallback on_exit);
   Sandbox(const Sandbox&) = delete;
   Sandbox& operator=(const Sandbox&) = delete;
   ~Sandbox();  // Stop()
@@ -91,8 +90,8 @@ class Sandbox {
 
  private:
   explicit Sandbox(SandboxPaths paths) : paths_(std::move(paths)) {}
-  absl::Status Boot(const Config& config, const std::string& id, const std::string& hostname,
-                    const std::vector<VmDisk>& disks);
+  absl::Status Boot(const Config& config, const VmResources& size, const std::string& id,
+                    const std::string& hostname, const std::vector<VmDisk>& disks);
 
   const SandboxPaths paths_;
   std::unique_ptr<PodNetwork> network_;  // may be null; reset by Stop

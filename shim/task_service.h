@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/ttrpc/server.h"
+#include "google/protobuf/map.h"
 #include "shim/api/task.pb.h"
 #include "shim/config.h"
 #include "shim/event_publisher.h"
@@ -81,9 +82,11 @@ class TaskService {
                                                        const std::string& exec_id);
   // Whether the sandbox's VM was started (by an earlier Create).
   bool HasSandbox();
-  // Boots the sandbox on the first Create, with `disks` and, when the first container names a
-  // network namespace of the host (`netns_path`, a pod's CNI netns), that namespace's network.
-  absl::Status EnsureSandbox(const std::string& hostname, const std::vector<VmDisk>& disks,
+  // Boots the sandbox on the first Create, sized by the config and the first container's
+  // `annotations` (vm_resources.h), with `disks` and, when the first container names a network
+  // namespace of the host (`netns_path`, a pod's CNI netns), that namespace's network.
+  absl::Status EnsureSandbox(const google::protobuf::Map<std::string, std::string>& annotations,
+                             const std::string& hostname, const std::vector<VmDisk>& disks,
                              const std::string& netns_path)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(create_mu_);
   absl::StatusOr<containerd::task::v2::CreateTaskResponse> CreateLocked(

@@ -16,6 +16,8 @@ TEST(ConfigTest, DefaultsFindTheBuildNextToTheBinary) {
   EXPECT_EQ(config.virtiofsd, "/usr/lib/qemu/virtiofsd");
   EXPECT_EQ(config.vcpus, 1u);
   EXPECT_EQ(config.memory_mib, 256u);
+  EXPECT_EQ(config.max_vcpus, 32u);
+  EXPECT_EQ(config.max_memory_mib, 65536u);
 }
 
 TEST(ConfigTest, ParsesEveryKey) {
@@ -26,6 +28,8 @@ initrd = "/k/initrd"
 vmm = "/k/vmm"
 vcpus = 2
 memory_mib = 512
+max_vcpus = 4
+max_memory_mib = 2048
 boot_timeout_seconds = 9
 kernel_cmdline = "console=ttyS0"
 [virtiofsd]
@@ -42,6 +46,8 @@ state_dir = "/run/k2"
   EXPECT_EQ(config->vmm, "/k/vmm");
   EXPECT_EQ(config->vcpus, 2u);
   EXPECT_EQ(config->memory_mib, 512u);
+  EXPECT_EQ(config->max_vcpus, 4u);
+  EXPECT_EQ(config->max_memory_mib, 2048u);
   EXPECT_EQ(config->boot_timeout, absl::Seconds(9));
   EXPECT_EQ(config->kernel_cmdline, "console=ttyS0");
   EXPECT_EQ(config->virtiofsd, "/v/virtiofsd");
@@ -61,6 +67,12 @@ TEST(ConfigTest, ErrorsNameTheKey) {
               HasSubstr("absolute"));
   EXPECT_THAT(ParseConfig("[virtiofsd]\ncache = \"sometimes\"\n", "f.toml").status().message(),
               HasSubstr("virtiofsd.cache"));
+  EXPECT_THAT(ParseConfig("[vm]\nmax_vcpus = 33\n", "f.toml").status().message(),
+              HasSubstr("vm.max_vcpus must be an integer from 1 to 32"));
+  EXPECT_THAT(ParseConfig("[vm]\nvcpus = 4\nmax_vcpus = 2\n", "f.toml").status().message(),
+              HasSubstr("vm.vcpus (4) is above vm.max_vcpus (2)"));
+  EXPECT_THAT(ParseConfig("[vm]\nmax_memory_mib = 128\n", "f.toml").status().message(),
+              HasSubstr("vm.memory_mib (256) is above vm.max_memory_mib (128)"));
   EXPECT_THAT(ParseConfig("[nope]\n", "f.toml").status().message(), HasSubstr("'nope'"));
   EXPECT_THAT(ParseConfig("[vm\n", "f.toml").status().message(), HasSubstr("f.toml"));
 }

@@ -52,17 +52,28 @@ class CriE2eTest : public ::testing::TestWithParam<const char*> {
     testing::ExpectNothingLeft("k8s.io");
   }
 
-  // A pod whose pid and ipc namespaces are shared by its containers, on the node's network
-  // (`network` "NODE") or the pod's own (CNI, "POD"). Returns the pod sandbox id ("" after a test
-  // failure).
-  std::string RunPod(const std::string& name, const std::string& network = "NODE") {
+  // Writes the config of a pod whose pid and ipc namespaces are shared by its containers, on the
+  // node's network (`network` "NODE") or the pod's own (CNI, "POD"), with `annotations` (a JSON
+  // object's members, e.g. R"("a":"b")"); returns the file.
+  std::string WritePodConfig(const std::string& name, const std::string& network,
+                             const std::string& annotations) {
     const std::string config = absl::StrCat(dir_, "/", name, ".json");
-    const std::string namespaces =
-        absl::StrCat(R"({"network":")", network, R"(","pid":"POD","ipc":"POD"})");
     WriteFile(config, absl::StrCat(R"({"metadata":{"name":")", name, R"(","uid":")", name,
                                    R"(-uid","namespace":"default"},"logDirectory":")", dir_,
-                                   R"(/logs","linux":{"securityContext":{"namespaceOptions":)",
-                                   namespaces, "}}}"));
+                                   R"(/logs","annotations":{)", annotations,
+                                   R"(},"linux":{"securityContext":{"namespaceOptions":)",
+                                   PodNamespaces(network), "}}}"));
+    return config;
+  }
+  static std::string PodNamespaces(const std::string& network) {
+    return absl::StrCat(R"({"network":")", network, R"(","pid":"POD","ipc":"POD"})");
+  }
+
+  // Runs a pod (WritePodConfig). Returns the pod sandbox id ("" after a test failure).
+  std::string RunPod(const std::string& name, const std::string& network = "NODE",
+                     const std::string& annotations = "") {
+    const std::string config = WritePodConfig(name, network, annotations);
+    const std::string namespaces = PodNamespaces(network);
     ProcessResult r = Sh(absl::StrCat(kCri, " runp ", config, " ", GetParam()), absl::Seconds(300));
     EXPECT_EQ(r.exit_code, 0) << "runp " << name << ": " << Describe(r);
     std::string id(absl::StripAsciiWhitespace(r.out));
@@ -266,6 +277,42 @@ TEST_P(CriE2eTest, PodsAreIsolatedFromEachOther) {
       EXPECT_NE(Namespace(in_a, ns), Namespace(in_b, ns)) << ns;
     }
   }
+}
+
+TEST_P(CriE2eTest, PodAnnotationsSizeTheVm) {
+  if (!kapsel()) GTEST_SKIP() << "the io.kapsel.vm.* annotations size kapsel's VM";
+  const std::string pod =
+      RunPod("bigpod", "NODE", R"("io.kapsel.vm.memory_mib":"384","io.kapsel.vm.vcpus":"2")");
+  ASSERT_FALSE(pod.empty());
+  const std::string c = RunContainer(pod, "sized", "exec sleep 1000");
+  ASSERT_FALSE(c.empty());
+
+  // MemTotal is the VM's memory less what the kernel keeps (the default VM has 256 MiB).
+  ProcessResult meminfo = Exec(c, "cat /proc/meminfo");
+  ASSERT_EQ(meminfo.exit_code, 0) << Describe(meminfo);
+  const size_t at = meminfo.out.find("MemTotal:");
+  ASSERT_NE(at, std::string::npos) << meminfo.out;
+  const std::string line = meminfo.out.substr(at + 9, meminfo.out.find('\n', at) - at - 9);
+  int64_t mem_kib = 0;
+  ASSERT_TRUE(
+      absl::SimpleAtoi(absl::StripSuffix(absl::StripAsciiWhitespace(line), " kB"), &mem_kib))
+      << meminfo.out;
+  EXPECT_GE(mem_kib / 1024, 330) << meminfo.out;
+  EXPECT_LE(mem_kib / 1024, 384) << meminfo.out;
+
+  ProcessResult cpus = Exec(c, "nproc; grep -c ^processor /proc/cpuinfo");
+  EXPECT_EQ(cpus.exit_code, 0) << Describe(cpus);
+  EXPECT_EQ(cpus.out, "2\n2\n") << Describe(cpus);
+}
+
+TEST_P(CriE2eTest, BadSizeAnnotationFailsThePod) {
+  if (!kapsel()) GTEST_SKIP() << "the io.kapsel.vm.* annotations size kapsel's VM";
+  const std::string config = WritePodConfig("badpod", "NODE", R"("io.kapsel.vm.memory_mib":"abc")");
+  ProcessResult r = Sh(absl::StrCat(kCri, " runp ", config, " ", GetParam()), absl::Seconds(300));
+  EXPECT_NE(r.exit_code, 0) << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr(R"(io.kapsel.vm.memory_mib="abc")")) << Describe(r);
+  if (r.exit_code == 0) pods_.push_back(std::string(absl::StripAsciiWhitespace(r.out)));
+  // TearDown: nothing of the pod is left (no shim, VM, virtiofsd, mount or state).
 }
 
 INSTANTIATE_TEST_SUITE_P(Runtimes, CriE2eTest, ::testing::Values("kapsel", "runc"),
