@@ -40,7 +40,7 @@ constexpr char kUsage[] =
 int Run(int argc, char** argv) {
   const bool is_init = getpid() == 1;
   if (is_init) {
-    if (absl::Status moved = MoveRootToTmpfs(argv); !moved.ok()) {
+    if (absl::Status moved = LeaveInitramfsRoot(); !moved.ok()) {
       Log(absl::StrCat("init: ", moved.message(), " (containers will fail to pivot_root)"));
     }
   }

@@ -65,43 +65,21 @@ absl::Status EnableCgroupControllers() {
   return absl::OkStatus();
 }
 
-absl::Status CopyFile(const char* from, const char* to, mode_t mode) {
-  UniqueFd in(open(from, O_RDONLY | O_CLOEXEC));
-  if (!in) return ErrnoError(absl::StrCat("open ", from));
-  UniqueFd out(open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
-  if (!out) return ErrnoError(absl::StrCat("create ", to));
-  char buffer[1 << 16];
-  while (true) {
-    ssize_t n = read(in.get(), buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoError(absl::StrCat("read ", from));
-    if (n == 0) return absl::OkStatus();
-    if (write(out.get(), buffer, static_cast<size_t>(n)) != n) {
-      return ErrnoError(absl::StrCat("write ", to));
-    }
-  }
-}
-
 }  // namespace
 
-absl::Status MoveRootToTmpfs(char** argv) {
-  if (getenv(kRootMovedEnv) != nullptr) return absl::OkStatus();
+absl::Status LeaveInitramfsRoot() {
   constexpr char kNewRoot[] = "/.kapsel-root";
   if (mkdir(kNewRoot, 0755) != 0 && errno != EEXIST) return ErrnoError("mkdir the new root");
-  if (mount("tmpfs", kNewRoot, "tmpfs", 0, "mode=0755") != 0) {
-    return ErrnoError("mount a tmpfs for the new root");
+  // A bind mount of the initramfs root itself: the same files, nothing copied, but a mount that
+  // has a parent, which is all pivot_root asks of the root it leaves.
+  if (mount("/", kNewRoot, nullptr, MS_BIND, nullptr) != 0) {
+    return ErrnoError("bind-mount the initramfs root");
   }
-  for (const char* dir : {"dev", "proc", "sys", "run", "tmp", "mnt", "sbin"}) {
-    mkdir(absl::StrCat(kNewRoot, "/", dir).c_str(), 0755);
-  }
-  RETURN_IF_ERROR(CopyFile("/init", absl::StrCat(kNewRoot, "/sbin/kapsel-agent").c_str(), 0755));
-  unlink("/init");  // the initramfs copy is no longer needed: give its memory back
   if (chdir(kNewRoot) != 0) return ErrnoError("chdir the new root");
   if (mount(kNewRoot, "/", nullptr, MS_MOVE, nullptr) != 0) return ErrnoError("move the new root");
   if (chroot(".") != 0 || chdir("/") != 0) return ErrnoError("chroot into the new root");
-  setenv(kRootMovedEnv, "1", 1);
-  execv("/sbin/kapsel-agent", argv);
-  return ErrnoError("re-executing from the new root");
+  rmdir(kNewRoot);  // its mount point, an empty directory of the same tree
+  return absl::OkStatus();
 }
 
 absl::Status SetUpAsInit() {

@@ -9,11 +9,10 @@
 namespace kapsel::agent {
 
 // The initramfs root ("rootfs") cannot be pivoted away from, which every container's pivot_root
-// needs. As init started from the initramfs, the agent copies itself to a fresh tmpfs, moves that
-// over / and re-executes itself from there. Returns only on failure, or when already done (the
-// re-executed agent sees `kRootMovedEnv`).
-absl::Status MoveRootToTmpfs(char** argv);
-inline constexpr char kRootMovedEnv[] = "KAPSEL_AGENT_ROOT_MOVED";
+// needs. As init started from the initramfs, the agent bind-mounts that root, moves the bind mount
+// over / and chroots into it: the same files (the agent binary is not copied, so the guest keeps
+// one copy of it), on a mount that pivot_root accepts.
+absl::Status LeaveInitramfsRoot();
 
 // Mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /run, /tmp and cgroup2 at
 // /sys/fs/cgroup, opens /dev/console as stdin/stdout/stderr, and enables every available cgroup

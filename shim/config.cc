@@ -60,6 +60,17 @@ absl::Status GetUint(const Table& table, const std::string& where, const std::st
   return absl::OkStatus();
 }
 
+absl::Status GetBool(const Table& table, const std::string& where, const std::string& key,
+                     bool* out) {
+  if (!table.contains(key)) return absl::OkStatus();
+  const Table& v = table.at(key);
+  if (!v.is_boolean()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ".", key, " must be true or false"));
+  }
+  *out = v.as_boolean();
+  return absl::OkStatus();
+}
+
 absl::Status Apply(const Table& root, Config* config) {
   if (!root.is_table()) return absl::InvalidArgumentError("not a TOML table");
   RETURN_IF_ERROR(CheckKeys(root, "", {"vm", "virtiofsd", "shim"}));
@@ -74,9 +85,10 @@ absl::Status Apply(const Table& root, Config* config) {
   if (!vm.ok()) return vm.status();
   if (*vm != nullptr) {
     const Table& t = **vm;
-    RETURN_IF_ERROR(CheckKeys(t, "vm",
-                              {"kernel", "initrd", "vmm", "vcpus", "memory_mib", "max_vcpus",
-                               "max_memory_mib", "boot_timeout_seconds", "kernel_cmdline"}));
+    RETURN_IF_ERROR(
+        CheckKeys(t, "vm",
+                  {"kernel", "initrd", "vmm", "vcpus", "memory_mib", "max_vcpus", "max_memory_mib",
+                   "boot_timeout_seconds", "kernel_cmdline", "free_page_reporting"}));
     int64_t vcpus = config->vcpus, mem = config->memory_mib, max_vcpus = config->max_vcpus,
             max_mem = config->max_memory_mib, boot = absl::ToInt64Seconds(config->boot_timeout);
     for (const absl::Status& s :
@@ -86,7 +98,8 @@ absl::Status Apply(const Table& root, Config* config) {
           GetUint(t, "vm", "vcpus", 1, 32, &vcpus), GetUint(t, "vm", "memory_mib", 64, 65536, &mem),
           GetUint(t, "vm", "max_vcpus", 1, 32, &max_vcpus),
           GetUint(t, "vm", "max_memory_mib", 64, 65536, &max_mem),
-          GetUint(t, "vm", "boot_timeout_seconds", 1, 3600, &boot)}) {
+          GetUint(t, "vm", "boot_timeout_seconds", 1, 3600, &boot),
+          GetBool(t, "vm", "free_page_reporting", &config->free_page_reporting)}) {
       RETURN_IF_ERROR(s);
     }
     config->vcpus = static_cast<uint32_t>(vcpus);

@@ -14,6 +14,7 @@
 #include "vmm/arch/x86_64/e820.h"
 #include "vmm/arch/x86_64/mptable.h"
 #include "vmm/config.h"
+#include "vmm/devices/virtio/balloon/balloon_device.h"
 #include "vmm/devices/virtio/block/block_device.h"
 #include "vmm/devices/virtio/fs/fs_device.h"
 #include "vmm/devices/virtio/net/net_device.h"
@@ -143,6 +144,12 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
   ASSIGN_OR_RETURN(std::string rng_entry,
                    vmm->AddVirtioDevice(std::make_unique<virtio::RngDevice>()));
   cmdline.push_back(rng_entry);
+  if (config.free_page_reporting()) {
+    // What the guest frees goes back to the host.
+    ASSIGN_OR_RETURN(std::string balloon_entry,
+                     vmm->AddVirtioDevice(std::make_unique<virtio::BalloonDevice>()));
+    cmdline.push_back(balloon_entry);
+  }
   for (auto& disk : disks) {
     ASSIGN_OR_RETURN(std::string entry, vmm->AddVirtioDevice(std::move(disk)));
     cmdline.push_back(entry);

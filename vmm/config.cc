@@ -29,6 +29,7 @@ enum Option {
   kVsock,
   kFs,
   kNet,
+  kFreePageReporting,
   kHelp,
 };
 
@@ -45,6 +46,7 @@ const option kOptions[] = {
     {"vsock", required_argument, nullptr, kVsock},
     {"fs", required_argument, nullptr, kFs},
     {"net", required_argument, nullptr, kNet},
+    {"free-page-reporting", no_argument, nullptr, kFreePageReporting},
     {"help", no_argument, nullptr, kHelp},
     {nullptr, 0, nullptr, 0},
 };
@@ -267,7 +269,8 @@ std::string Usage() {
       "usage: kapsel-vmm --kernel FILE [--initrd FILE] [--cmdline TEXT] [--mem MIB] [--vcpus N]\n"
       "                  [--disk PATH[,ro]]... [--console stdout|off|FILE] [--config FILE.json]\n"
       "                  [--vsock CID,PATH] [--fs TAG,SOCKET]...\n"
-      "                  [--net fd=N|tap=NAME,mac=MAC[,mtu=M]]... [--allow-pvm]\n"
+      "                  [--net fd=N|tap=NAME,mac=MAC[,mtu=M]]... [--free-page-reporting]\n"
+      "                  [--allow-pvm]\n"
       "Boots a Linux kernel in a KVM microVM. Exit status: 0 guest powered off or rebooted,\n"
       "1 VMM error, 2 bad arguments, 3 guest panic, 4 guest triple fault, 5 KVM error,\n"
       "128+N stopped by signal N.\n"
@@ -290,7 +293,10 @@ std::string Usage() {
       "             IFF_TAP|IFF_NO_PI|IFF_VNET_HDR), or tap=NAME, a tap kapsel-vmm opens or\n"
       "             creates in its network namespace; mac=aa:bb:cc:dd:ee:ff; mtu=M offers the\n"
       "             guest an MTU (repeatable, at most ",
-      kMaxNetDevices, ")\n");
+      kMaxNetDevices,
+      ")\n"
+      "  --free-page-reporting  a virtio-balloon device that only takes the guest's free page\n"
+      "             reports: memory the guest frees goes back to the host\n");
 }
 
 absl::StatusOr<v1::VmConfig> ReadConfigFile(const std::string& path) {
@@ -370,6 +376,9 @@ absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help)
         break;  // read above
       case kAllowPvm:
         config.set_allow_pvm(true);
+        break;
+      case kFreePageReporting:
+        config.set_free_page_reporting(true);
         break;
       case kVsock: {
         absl::StatusOr<v1::VsockConfig> vsock = ParseVsock(optarg);

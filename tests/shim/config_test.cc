@@ -18,6 +18,7 @@ TEST(ConfigTest, DefaultsFindTheBuildNextToTheBinary) {
   EXPECT_EQ(config.memory_mib, 256u);
   EXPECT_EQ(config.max_vcpus, 32u);
   EXPECT_EQ(config.max_memory_mib, 65536u);
+  EXPECT_FALSE(config.free_page_reporting);
 }
 
 TEST(ConfigTest, ParsesEveryKey) {
@@ -32,6 +33,7 @@ max_vcpus = 4
 max_memory_mib = 2048
 boot_timeout_seconds = 9
 kernel_cmdline = "console=ttyS0"
+free_page_reporting = true
 [virtiofsd]
 path = "/v/virtiofsd"
 cache = "none"
@@ -50,6 +52,7 @@ state_dir = "/run/k2"
   EXPECT_EQ(config->max_memory_mib, 2048u);
   EXPECT_EQ(config->boot_timeout, absl::Seconds(9));
   EXPECT_EQ(config->kernel_cmdline, "console=ttyS0");
+  EXPECT_TRUE(config->free_page_reporting);
   EXPECT_EQ(config->virtiofsd, "/v/virtiofsd");
   EXPECT_EQ(config->virtiofsd_cache, "none");
   EXPECT_EQ(config->log_level, "debug");
@@ -73,6 +76,8 @@ TEST(ConfigTest, ErrorsNameTheKey) {
               HasSubstr("vm.vcpus (4) is above vm.max_vcpus (2)"));
   EXPECT_THAT(ParseConfig("[vm]\nmax_memory_mib = 128\n", "f.toml").status().message(),
               HasSubstr("vm.memory_mib (256) is above vm.max_memory_mib (128)"));
+  EXPECT_THAT(ParseConfig("[vm]\nfree_page_reporting = 1\n", "f.toml").status().message(),
+              HasSubstr("vm.free_page_reporting must be true or false"));
   EXPECT_THAT(ParseConfig("[nope]\n", "f.toml").status().message(), HasSubstr("'nope'"));
   EXPECT_THAT(ParseConfig("[vm\n", "f.toml").status().message(), HasSubstr("f.toml"));
 }

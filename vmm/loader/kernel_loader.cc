@@ -61,6 +61,39 @@ absl::StatusOr<std::optional<uint64_t>> FindPvhEntry(absl::Span<const uint8_t> i
   return std::nullopt;
 }
 
+// Puts `data` followed by zeros up to `size` bytes at guest `addr` (host `dest`). Whole pages that
+// would hold only zeros (a vmlinux has megabytes of them: alignment padding between sections,
+// zeroed data, the .bss) are punched out of the memory file instead of written: they read as zeros
+// and take no host memory until the guest writes them.
+void LoadSparse(const GuestMemory& memory, uint64_t addr, uint8_t* dest,
+                absl::Span<const uint8_t> data, uint64_t size) {
+  static constexpr uint64_t kPage = 4096;
+  static const uint8_t kZeros[kPage] = {};
+  uint64_t hole_start = 0, hole_len = 0;  // a run of whole zero pages not yet discarded
+  auto flush = [&] {
+    if (hole_len == 0) return;
+    if (!memory.Discard(addr + hole_start, hole_len).ok()) {
+      std::memset(dest + hole_start, 0, hole_len);  // no hole punching: write the zeros
+    }
+    hole_len = 0;
+  };
+  for (uint64_t offset = 0; offset < size;) {
+    const uint64_t chunk = std::min(kPage - (addr + offset) % kPage, size - offset);
+    const uint64_t in_data = offset < data.size() ? std::min(chunk, data.size() - offset) : 0;
+    const bool zero = in_data == 0 || std::memcmp(data.data() + offset, kZeros, in_data) == 0;
+    if (zero && chunk == kPage) {
+      if (hole_len == 0) hole_start = offset;
+      hole_len += kPage;
+    } else {
+      flush();
+      if (in_data > 0) std::memcpy(dest + offset, data.data() + offset, in_data);
+      std::memset(dest + offset + in_data, 0, chunk - in_data);
+    }
+    offset += chunk;
+  }
+  flush();
+}
+
 }  // namespace
 
 absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image,
@@ -103,8 +136,8 @@ absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image,
           "kernel ELF segment %#x+%#x does not fit in guest memory (give the VM more memory?)",
           phdr.p_paddr, phdr.p_memsz));
     }
-    std::memcpy(*dest, image.data() + phdr.p_offset, phdr.p_filesz);
-    std::memset(*dest + phdr.p_filesz, 0, phdr.p_memsz - phdr.p_filesz);
+    LoadSparse(memory, phdr.p_paddr, *dest, image.subspan(phdr.p_offset, phdr.p_filesz),
+               phdr.p_memsz);
     kernel.end = std::max(kernel.end, phdr.p_paddr + phdr.p_memsz);
     loaded_any = true;
   }

@@ -1,5 +1,6 @@
 #include "vmm/memory/guest_memory.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -18,9 +19,8 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Create(
   for (size_t i = 0; i < ranges.size(); ++i) {
     const GuestRange& r = ranges[i];
     if (r.size == 0 || r.start % page != 0 || r.size % page != 0 || r.start + r.size < r.start) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("guest memory: range %#x+%#x is empty or not page aligned", r.start,
-                          r.size));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "guest memory: range %#x+%#x is empty or not page aligned", r.start, r.size));
     }
     if (i > 0 && r.start < ranges[i - 1].start + ranges[i - 1].size) {
       return absl::InvalidArgumentError(
@@ -68,6 +68,27 @@ absl::StatusOr<uint8_t*> GuestMemory::Translate(GuestAddress addr, uint64_t len)
   }
   return absl::OutOfRangeError(
       absl::StrFormat("guest address range %#x+%#x is outside guest memory", addr, len));
+}
+
+absl::Status GuestMemory::Discard(GuestAddress addr, uint64_t len) const {
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (addr % page != 0 || len % page != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("guest range %#x+%#x to discard is not page aligned", addr, len));
+  }
+  absl::StatusOr<uint8_t*> host = Translate(addr, len);
+  if (!host.ok()) return host.status();
+  if (len == 0) return absl::OkStatus();
+  for (const MemoryRegion& r : regions_) {
+    if (*host < r.host || *host >= r.host + r.size) continue;
+    const off_t offset = static_cast<off_t>(r.file_offset + (*host - r.host));
+    if (fallocate(memfd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                  static_cast<off_t>(len)) != 0) {
+      return ErrnoError(absl::StrFormat("discarding guest range %#x+%#x", addr, len));
+    }
+    return absl::OkStatus();
+  }
+  return absl::InternalError("discard: no region for a translated address");
 }
 
 absl::StatusOr<absl::Span<uint8_t>> GuestMemory::Slice(GuestAddress addr, uint64_t len) const {

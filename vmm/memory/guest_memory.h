@@ -1,6 +1,7 @@
 // Guest physical memory: memfd-backed regions mapped into the VMM, and a bounds-checked translator
-// from guest physical addresses to host pointers. Every device goes through it: the guest is hostile,
-// so an address or length outside guest RAM is an error for that request, never a host access.
+// from guest physical addresses to host pointers. Every device goes through it: the guest is
+// hostile, so an address or length outside guest RAM is an error for that request, never a host
+// access.
 #ifndef KAPSEL_VMM_MEMORY_GUEST_MEMORY_H_
 #define KAPSEL_VMM_MEMORY_GUEST_MEMORY_H_
 
@@ -25,14 +26,15 @@ struct GuestRange {
 struct MemoryRegion {
   GuestAddress guest_start;
   uint64_t size;
-  uint8_t* host;         // start of the host mapping
-  uint64_t file_offset;  // offset of this region in the memfd (for sharing with vhost-user backends)
+  uint8_t* host;  // start of the host mapping
+  uint64_t
+      file_offset;  // offset of this region in the memfd (for sharing with vhost-user backends)
 };
 
 class GuestMemory {
  public:
-  // Creates one memfd holding all ranges (which must be page aligned, non-empty, sorted and disjoint)
-  // and maps each range into the VMM.
+  // Creates one memfd holding all ranges (which must be page aligned, non-empty, sorted and
+  // disjoint) and maps each range into the VMM.
   static absl::StatusOr<std::unique_ptr<GuestMemory>> Create(const std::vector<GuestRange>& ranges);
 
   GuestMemory(const GuestMemory&) = delete;
@@ -63,6 +65,11 @@ class GuestMemory {
     static_assert(std::is_trivially_copyable_v<T>);
     return Write(addr, &value, sizeof(T));
   }
+
+  // Gives [addr, addr + len) back to the host (a hole punched in the memfd, so the VMM and every
+  // backend sharing the memory drop those pages); the guest reads zeros there afterwards. The
+  // range must be page aligned and inside one region.
+  absl::Status Discard(GuestAddress addr, uint64_t len) const;
 
   const std::vector<MemoryRegion>& regions() const { return regions_; }
   int memfd() const { return memfd_.get(); }

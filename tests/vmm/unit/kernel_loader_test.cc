@@ -6,6 +6,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -183,6 +184,30 @@ TEST_F(KernelLoaderTest, ElfWithTwoSegments) {
   EXPECT_EQ(GuestBytes(0x1fffff, 1), std::vector<uint8_t>{0xaa});
   EXPECT_EQ(GuestBytes(0x400000, 16), Pattern(16, 2));
   EXPECT_EQ(GuestBytes(0x400010, 1), std::vector<uint8_t>{0xaa});
+}
+
+TEST_F(KernelLoaderTest, ElfZeroPagesTakeNoHostMemory) {
+  // A segment of a data page, two pages of zeros in the file and two of .bss, loaded over memory
+  // that held 0xaa everywhere: the zero pages read as zeros but are punched out of the memory
+  // file (not resident), the data page is written, the bytes around the segment are untouched.
+  constexpr uint64_t kPage = 4096;
+  std::vector<uint8_t> file = Pattern(kPage, 3);
+  file.resize(3 * kPage, 0);
+  const std::vector<uint8_t> image = MakeElf(0x200000, {{PT_LOAD, 0x200000, file, 5 * kPage}});
+  auto kernel = LoadElfKernel(image, *memory_);
+  ASSERT_TRUE(kernel.ok()) << kernel.status();
+  // mincore() on the (shared) mapping tells which pages of the memory file exist; first, since
+  // reading a hole below allocates it.
+  uint8_t* host = memory_->regions()[0].host + 0x200000;
+  std::vector<unsigned char> resident(6);
+  ASSERT_EQ(mincore(host, 6 * kPage, resident.data()), 0);
+  EXPECT_EQ(resident[0] & 1, 1) << "the data page";
+  for (int i = 1; i < 5; ++i) EXPECT_EQ(resident[i] & 1, 0) << "zero page " << i;
+  EXPECT_EQ(resident[5] & 1, 1) << "past the segment: still the 0xaa page";
+  EXPECT_EQ(GuestBytes(0x200000, kPage), Pattern(kPage, 3));
+  EXPECT_EQ(GuestBytes(0x200000 + kPage, 4 * kPage), std::vector<uint8_t>(4 * kPage, 0));
+  EXPECT_EQ(GuestBytes(0x200000 + 5 * kPage, 1), std::vector<uint8_t>{0xaa});
+  EXPECT_EQ(GuestBytes(0x1fffff, 1), std::vector<uint8_t>{0xaa});
 }
 
 TEST_F(KernelLoaderTest, ElfEndIsTheHighestSegmentEndWhateverTheOrder) {
