@@ -179,6 +179,19 @@ absl::Status AddRedirect(nl_sock* sk, int from, int to) {
   return status;
 }
 
+// The ingress qdisc on `from` (*qdisc_added once it exists) and the redirect of every frame
+// arriving there to `to`.
+absl::Status Redirect(nl_sock* sk, int from, const std::string& from_name, int to,
+                      const std::string& to_name, bool* qdisc_added) {
+  absl::Status status = AddIngressQdisc(sk, from);
+  if (status.ok()) {
+    *qdisc_added = true;
+    status = AddRedirect(sk, from, to);
+  }
+  if (!status.ok()) return Annotate(status, absl::StrCat("redirect ", from_name, " to ", to_name));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool IsOwnNetworkNamespace(const std::string& netns_path) {
@@ -264,16 +277,11 @@ absl::StatusOr<std::unique_ptr<PodNetwork>> PodNetwork::Attach(const std::string
 
     for (PodInterface& interface : network->interfaces_) {
       RETURN_IF_ERROR(CreateTap(interface.mtu, &interface));
-      for (auto [from, to] : {std::pair{interface.ifindex, interface.tap_ifindex},
-                              std::pair{interface.tap_ifindex, interface.ifindex}}) {
-        const std::string what = absl::StrCat(
-            "redirect ", from == interface.ifindex ? interface.name : interface.tap_name, " to ",
-            to == interface.ifindex ? interface.name : interface.tap_name);
-        absl::Status added = AddIngressQdisc(sk.get(), from);
-        if (added.ok() && from == interface.ifindex) interface.redirected = true;
-        if (added.ok()) added = AddRedirect(sk.get(), from, to);
-        if (!added.ok()) return Annotate(added, what);
-      }
+      bool tap_qdisc = false;  // goes with the tap
+      RETURN_IF_ERROR(Redirect(sk.get(), interface.ifindex, interface.name, interface.tap_ifindex,
+                               interface.tap_name, &interface.redirected));
+      RETURN_IF_ERROR(Redirect(sk.get(), interface.tap_ifindex, interface.tap_name,
+                               interface.ifindex, interface.name, &tap_qdisc));
       LogInfo("pod network: ", interface.name, " (", interface.mac, ", ",
               absl::StrJoin(interface.addresses, " "), ") goes to the VM through ",
               interface.tap_name);

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <array>
-#include <cstdio>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -14,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/subprocess.h"
 
 namespace kapsel::shim {
 namespace {
@@ -24,15 +24,10 @@ using ::testing::UnorderedElementsAre;
 
 // Runs a shell command; its stdout, and its exit status in *status.
 std::string Sh(const std::string& command, int* status = nullptr) {
-  std::string out;
-  FILE* p = popen(command.c_str(), "r");
-  if (p == nullptr) return out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int rc = pclose(p);
-  if (status != nullptr) *status = rc;
-  return out;
+  absl::StatusOr<testing::ProcessResult> r =
+      testing::RunProcess({"/bin/sh", "-c", command}, absl::Seconds(60));
+  if (status != nullptr) *status = r.ok() ? r->exit_code : -1;
+  return r.ok() ? r->out : "";
 }
 
 class PodNetworkTest : public ::testing::Test {
