@@ -21,7 +21,7 @@
 
 #include "common/unique_fd.h"
 #include "tests/vmm/net/test_tap.h"
-#include "vmm/devices/interrupt.h"
+#include "tests/vmm/virtio/fuzz_driver.h"
 #include "vmm/devices/virtio/mmio_transport.h"
 #include "vmm/devices/virtio/net/net_device.h"
 #include "vmm/devices/virtio/ring_abi.h"
@@ -31,34 +31,15 @@
 namespace kapsel::vmm::virtio {
 namespace {
 
+using fuzzing::kQueueNotify;
+using fuzzing::kStatus;
+using fuzzing::NoInterrupt;
+using fuzzing::Ring;
+
 constexpr uint64_t kRamSize = 0x100000;
 constexpr uint16_t kQueueSize = 64;
 constexpr GuestAddress kData = 0x10000;  // descriptors point into [kData, kRamSize) mostly
 constexpr uint64_t kMaxUsedLen = NetDevice::kMaxFrameSize;
-
-// Register offsets (<linux/virtio_mmio.h>).
-constexpr uint64_t kDriverFeatures = 0x20;
-constexpr uint64_t kDriverFeaturesSel = 0x24;
-constexpr uint64_t kQueueSel = 0x30;
-constexpr uint64_t kQueueNum = 0x38;
-constexpr uint64_t kQueueReady = 0x44;
-constexpr uint64_t kQueueNotify = 0x50;
-constexpr uint64_t kStatus = 0x70;
-constexpr uint64_t kQueueDescLow = 0x80;
-constexpr uint64_t kQueueAvailLow = 0x90;
-constexpr uint64_t kQueueUsedLow = 0xa0;
-
-class NoInterrupt : public InterruptLine {
- public:
-  void Trigger() override {}
-};
-
-struct Ring {
-  GuestAddress desc, avail, used;
-  uint16_t next_desc = 0;
-  uint16_t avail_idx = 0;
-  uint16_t used_seen = 0;
-};
 
 class Input {
  public:
@@ -100,8 +81,8 @@ class Fixture {
     device_ = device->get();
     transport_ = std::make_unique<MmioTransport>(std::move(*device), memory_.get(),
                                                  std::make_unique<NoInterrupt>());
-    rings_[0] = {0x1000, 0x1800, 0x2000};
-    rings_[1] = {0x3000, 0x3800, 0x4000};
+    rings_[0] = {.desc = 0x1000, .avail = 0x1800, .used = 0x2000, .size = kQueueSize};
+    rings_[1] = {.desc = 0x3000, .avail = 0x3800, .used = 0x4000, .size = kQueueSize};
   }
 
   void Run(const uint8_t* data, size_t size) {
@@ -156,33 +137,16 @@ class Fixture {
   }
 
   void Write(uint64_t offset, uint32_t value) {
-    transport_->Write(offset, absl::Span<const uint8_t>(reinterpret_cast<uint8_t*>(&value), 4));
+    fuzzing::WriteRegister(*transport_, offset, value);
   }
 
   void Start() {
     std::vector<uint8_t> zeros(0x4000);
     (void)memory_->Write(0x1000, zeros.data(), zeros.size());  // both rings
-    Write(kStatus, 0);
-    Write(kStatus, 1);
-    Write(kStatus, 3);
-    Write(kDriverFeaturesSel, 0);
-    Write(kDriverFeatures,
-          (1u << kVirtioNetFMac) | (1u << kVirtioNetFStatus) | (1u << kVirtioNetFMtu));
-    Write(kDriverFeaturesSel, 1);
-    Write(kDriverFeatures, 1);  // VIRTIO_F_VERSION_1 (bit 32)
-    Write(kStatus, 11);
-    for (uint32_t q = 0; q < 2; ++q) {
-      rings_[q].next_desc = 0;
-      rings_[q].avail_idx = 0;
-      rings_[q].used_seen = 0;
-      Write(kQueueSel, q);
-      Write(kQueueNum, kQueueSize);
-      Write(kQueueDescLow, static_cast<uint32_t>(rings_[q].desc));
-      Write(kQueueAvailLow, static_cast<uint32_t>(rings_[q].avail));
-      Write(kQueueUsedLow, static_cast<uint32_t>(rings_[q].used));
-      Write(kQueueReady, 1);
-    }
-    Write(kStatus, 15);
+    fuzzing::Start(*transport_,
+                   (uint64_t{1} << 32) |  // VIRTIO_F_VERSION_1
+                       (1u << kVirtioNetFMac) | (1u << kVirtioNetFStatus) | (1u << kVirtioNetFMtu),
+                   absl::MakeSpan(rings_));
   }
 
   // An address the input chooses: usually in the data area, sometimes anywhere but the rings
@@ -197,30 +161,12 @@ class Fixture {
     return kData + in.U32() % (kRamSize - kData);
   }
 
-  void PutDescriptor(Ring& ring, uint16_t index, GuestAddress addr, uint32_t len, uint16_t flags,
-                     uint16_t next) {
-    uint8_t raw[16];
-    std::memcpy(raw, &addr, 8);
-    std::memcpy(raw + 8, &len, 4);
-    std::memcpy(raw + 12, &flags, 2);
-    std::memcpy(raw + 14, &next, 2);
-    (void)memory_->Write(ring.desc + 16 * uint64_t(index % kQueueSize), raw, sizeof(raw));
-  }
-
-  void PublishHead(Ring& ring, uint16_t head) {
-    (void)memory_->WriteObj<uint16_t>(ring.avail + 4 + 2 * uint64_t(ring.avail_idx % kQueueSize),
-                                      head);
-    ++ring.avail_idx;
-    (void)memory_->WriteObj<uint16_t>(ring.avail + 2, ring.avail_idx);
-  }
-
   // A chain of 1..4 descriptors: lengths and flags from the input (mostly sane for `writable`).
   uint16_t Chain(Ring& ring, Input& in, bool writable, GuestAddress* first) {
     const int count = in.Byte() % 4 + 1;
     const uint16_t head = ring.next_desc;
     for (int i = 0; i < count; ++i) {
-      const uint16_t index = ring.next_desc;
-      ring.next_desc = (ring.next_desc + 1) % kQueueSize;
+      const uint16_t index = ring.TakeDescriptor();
       const uint8_t shape = in.Byte();
       uint16_t flags = writable ? kVringDescFWrite : 0;
       if (shape % 8 == 0) flags ^= kVringDescFWrite;
@@ -230,7 +176,7 @@ class Fixture {
       const GuestAddress addr = Address(in);
       const uint32_t len = shape % 64 == 3 ? in.U32() : in.U16() % 0x2000;
       if (i == 0) *first = addr;
-      PutDescriptor(ring, index, addr, len, flags, next);
+      fuzzing::PutDescriptor(*memory_, ring, index, addr, len, flags, next);
     }
     return head;
   }
@@ -248,7 +194,7 @@ class Fixture {
     (void)memory_->Write(first, header, sizeof(header));
     absl::Span<const uint8_t> frame = in.Bytes(in.Byte());
     (void)memory_->Write(first + sizeof(header), frame.data(), frame.size());
-    PublishHead(tx, head);
+    fuzzing::PublishHead(*memory_, tx, head);
     Write(kQueueNotify, NetDevice::kTxQueue);
   }
 
@@ -257,7 +203,7 @@ class Fixture {
     const int chains = in.Byte() % 8 + 1;
     for (int i = 0; i < chains; ++i) {
       GuestAddress first = 0;
-      PublishHead(rx, Chain(rx, in, /*writable=*/true, &first));
+      fuzzing::PublishHead(*memory_, rx, Chain(rx, in, /*writable=*/true, &first));
     }
     Write(kQueueNotify, NetDevice::kRxQueue);
   }
@@ -267,17 +213,16 @@ class Fixture {
     Ring& ring = rings_[in.Byte() % 2];
     const uint16_t index = in.U16();
     const GuestAddress addr = Address(in);
-    PutDescriptor(ring, index, addr, in.U32(), in.U16(), in.U16());
-    if (in.Byte() % 2 == 0) PublishHead(ring, in.U16());
+    fuzzing::PutDescriptor(*memory_, ring, index, addr, in.U32(), in.U16(), in.U16());
+    if (in.Byte() % 2 == 0) fuzzing::PublishHead(*memory_, ring, in.U16());
   }
 
   // Every used rx element is 0 (returned unused) or a header and at most a maximal frame.
   void CheckRxUsed() {
     Ring& rx = rings_[NetDevice::kRxQueue];
-    const uint16_t used_idx = memory_->ReadObj<uint16_t>(rx.used + 2).value_or(0);
+    const uint16_t used_idx = fuzzing::UsedIdx(*memory_, rx);
     while (rx.used_seen != used_idx) {
-      const uint64_t elem = rx.used + 4 + 8 * uint64_t(rx.used_seen % kQueueSize);
-      const uint32_t len = memory_->ReadObj<uint32_t>(elem + 4).value_or(0);
+      const uint32_t len = fuzzing::UsedLen(*memory_, rx, rx.used_seen);
       if (len != 0 && (len < kNetHeaderSize || len > kMaxUsedLen)) abort();
       ++rx.used_seen;
     }

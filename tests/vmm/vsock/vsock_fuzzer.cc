@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "common/unique_fd.h"
-#include "vmm/devices/interrupt.h"
+#include "tests/vmm/virtio/fuzz_driver.h"
 #include "vmm/devices/virtio/mmio_transport.h"
 #include "vmm/devices/virtio/ring_abi.h"
 #include "vmm/devices/virtio/vsock/packet.h"
@@ -30,6 +30,11 @@
 namespace kapsel::vmm::virtio {
 namespace {
 
+using fuzzing::kQueueNotify;
+using fuzzing::kStatus;
+using fuzzing::NoInterrupt;
+using fuzzing::Ring;
+
 constexpr uint64_t kRamSize = 0x100000;
 constexpr uint64_t kGuestCid = 3;
 constexpr uint16_t kQueueSize = 64;
@@ -39,29 +44,6 @@ constexpr uint32_t kMaxTxPayload = 0x11000;
 constexpr GuestAddress kRxData = 0x60000;
 constexpr uint32_t kRxSlot = 0x1400;  // 16 rx buffers of up to 5000 bytes
 constexpr size_t kMaxHostClients = 8;
-
-// Register offsets (<linux/virtio_mmio.h>).
-constexpr uint64_t kDriverFeatures = 0x20;
-constexpr uint64_t kDriverFeaturesSel = 0x24;
-constexpr uint64_t kQueueSel = 0x30;
-constexpr uint64_t kQueueNum = 0x38;
-constexpr uint64_t kQueueReady = 0x44;
-constexpr uint64_t kStatus = 0x70;
-constexpr uint64_t kQueueDescLow = 0x80;
-constexpr uint64_t kQueueAvailLow = 0x90;
-constexpr uint64_t kQueueUsedLow = 0xa0;
-
-class NoInterrupt : public InterruptLine {
- public:
-  void Trigger() override {}
-};
-
-// The driver's side of one queue.
-struct Ring {
-  GuestAddress desc, avail, used;
-  uint16_t next_desc = 0;
-  uint16_t avail_idx = 0;
-};
 
 class Fixture {
  public:
@@ -78,8 +60,10 @@ class Fixture {
     transport_ = std::make_unique<MmioTransport>(std::move(*device), memory_.get(),
                                                  std::make_unique<NoInterrupt>());
     for (int q = 0; q < 3; ++q) {
-      rings_[q] = {0x1000 + 0x3000 * uint64_t(q), 0x1800 + 0x3000 * uint64_t(q),
-                   0x2000 + 0x3000 * uint64_t(q)};
+      rings_[q] = {.desc = 0x1000 + 0x3000 * uint64_t(q),
+                   .avail = 0x1800 + 0x3000 * uint64_t(q),
+                   .used = 0x2000 + 0x3000 * uint64_t(q),
+                   .size = kQueueSize};
     }
   }
 
@@ -103,7 +87,7 @@ class Fixture {
           const int count = byte() % 16 + 1;
           const uint32_t len = (uint32_t{byte()} << 8 | byte()) % 5001;
           for (int i = 0; i < count; ++i) PostRx(len);
-          Write(0x50, 0);  // QueueNotify: rx
+          Write(kQueueNotify, VsockDevice::kRxQueue);
           break;
         }
         case 2:
@@ -159,29 +143,13 @@ class Fixture {
   }
 
   void Write(uint64_t offset, uint32_t value) {
-    transport_->Write(offset, absl::Span<const uint8_t>(reinterpret_cast<uint8_t*>(&value), 4));
+    fuzzing::WriteRegister(*transport_, offset, value);
   }
 
   void Start() {
     std::vector<uint8_t> zeros(0x9000);
     (void)memory_->Write(0x1000, zeros.data(), zeros.size());  // all rings
-    Write(kStatus, 0);
-    Write(kStatus, 1);
-    Write(kStatus, 3);
-    Write(kDriverFeaturesSel, 1);
-    Write(kDriverFeatures, 1);  // VIRTIO_F_VERSION_1 (bit 32)
-    Write(kStatus, 11);
-    for (uint32_t q = 0; q < 3; ++q) {
-      rings_[q].next_desc = 0;
-      rings_[q].avail_idx = 0;
-      Write(kQueueSel, q);
-      Write(kQueueNum, kQueueSize);
-      Write(kQueueDescLow, static_cast<uint32_t>(rings_[q].desc));
-      Write(kQueueAvailLow, static_cast<uint32_t>(rings_[q].avail));
-      Write(kQueueUsedLow, static_cast<uint32_t>(rings_[q].used));
-      Write(kQueueReady, 1);
-    }
-    Write(kStatus, 15);
+    fuzzing::Start(*transport_, uint64_t{1} << 32 /* VIRTIO_F_VERSION_1 */, absl::MakeSpan(rings_));
   }
 
   // Adds a one- or two-buffer chain and publishes it.
@@ -189,23 +157,14 @@ class Fixture {
                uint16_t flags) {
     const uint16_t head = ring.next_desc;
     auto put = [&](GuestAddress addr, uint32_t len, uint16_t f, bool more) {
-      const uint16_t index = ring.next_desc;
-      ring.next_desc = (ring.next_desc + 1) % kQueueSize;
-      uint8_t raw[16];
-      const uint16_t next = more ? ring.next_desc : 0;
-      f = static_cast<uint16_t>(f | (more ? kVringDescFNext : 0));
-      std::memcpy(raw, &addr, 8);
-      std::memcpy(raw + 8, &len, 4);
-      std::memcpy(raw + 12, &f, 2);
-      std::memcpy(raw + 14, &next, 2);
-      (void)memory_->Write(ring.desc + 16 * uint64_t{index}, raw, sizeof(raw));
+      const uint16_t index = ring.TakeDescriptor();
+      fuzzing::PutDescriptor(*memory_, ring, index, addr, len,
+                             static_cast<uint16_t>(f | (more ? kVringDescFNext : 0)),
+                             more ? ring.next_desc : 0);
     };
     put(a, a_len, flags, b_len > 0);
     if (b_len > 0) put(b, b_len, flags, false);
-    (void)memory_->WriteObj<uint16_t>(ring.avail + 4 + 2 * uint64_t(ring.avail_idx % kQueueSize),
-                                      head);
-    ++ring.avail_idx;
-    (void)memory_->WriteObj<uint16_t>(ring.avail + 2, ring.avail_idx);
+    fuzzing::PublishHead(*memory_, ring, head);
   }
 
   void PostRx(uint32_t len) {
@@ -239,7 +198,7 @@ class Fixture {
     *pos += copy;
     Publish(rings_[VsockDevice::kTxQueue], kTxHeader, vsock::kHeaderSize, kTxPayload, payload_len,
             0);
-    Write(0x50, VsockDevice::kTxQueue);
+    Write(kQueueNotify, VsockDevice::kTxQueue);
   }
 
   void HostConnect(uint32_t port, bool garbage) {
