@@ -223,12 +223,9 @@ TEST_P(CriE2eTest, PodIsReachableOnItsIpAndReachesOut) {
 
   const std::string pod = RunPod("webpod", "POD");
   ASSERT_FALSE(pod.empty());
-  ProcessResult status = Sh(absl::StrCat(kCri, " inspectp ", pod));
-  ASSERT_EQ(status.exit_code, 0) << Describe(status);
-  const size_t at = status.out.find("\"ip\": \"");
-  ASSERT_NE(at, std::string::npos) << "no pod IP in " << status.out;
-  const size_t begin = at + 7;
-  const std::string ip = status.out.substr(begin, status.out.find('"', begin) - begin);
+  ProcessResult podip = Sh(absl::StrCat(kCri, " podip ", pod));
+  ASSERT_EQ(podip.exit_code, 0) << Describe(podip);
+  const std::string ip(absl::StripAsciiWhitespace(podip.out));
   ASSERT_TRUE(absl::StartsWith(ip, "10.88.0.")) << ip;
 
   const std::string server = RunContainer(

@@ -8,10 +8,13 @@
 //   kapsel-cri start|stop|rm ID                  (stop: SIGTERM, SIGKILL after 10 s)
 //   kapsel-cri stopp|rmp POD_ID
 //   kapsel-cri inspect ID | inspectp POD_ID      ContainerStatus / PodSandboxStatus as JSON
+//   kapsel-cri podip POD_ID                      the pod's IPv4 address on its CNI network
 //   kapsel-cri exec ID CMD [ARG...]              ExecSync: its stdout and stderr, its exit code
 //
 // Built on Debian's gRPC and (shared) protobuf, apart from kapsel's statically linked code.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
 
 #include <chrono>
 #include <cstdio>
@@ -36,7 +39,7 @@ int Usage() {
   std::fputs(
       "usage: kapsel-cri [--address unix://PATH] VERB ...\n"
       "  version | runp POD.json HANDLER | create POD_ID CONTAINER.json POD.json\n"
-      "  start|stop|rm|inspect ID | stopp|rmp|inspectp POD_ID | exec ID CMD [ARG...]\n",
+      "  start|stop|rm|inspect ID | stopp|rmp|inspectp|podip POD_ID | exec ID CMD [ARG...]\n",
       stderr);
   return 2;
 }
@@ -65,6 +68,25 @@ void PrintJson(const Message& message) {
   options.always_print_primitive_fields = true;
   (void)google::protobuf::util::MessageToJsonString(message, &out, options);
   std::fputs(out.c_str(), stdout);
+}
+
+// Prints the pod's IPv4 address from its status (the CNI result containerd reports), or says why
+// there is none and returns 1: a pod on the node's network or without CNI has an empty address.
+int PrintPodIp(const std::string& pod_id, const runtime::v1::PodSandboxStatus& status) {
+  const std::string& ip = status.network().ip();
+  if (ip.empty()) {
+    std::fprintf(stderr, "kapsel-cri: podip: pod %s has no IP (is it on a CNI network?)\n",
+                 pod_id.c_str());
+    return 1;
+  }
+  in_addr addr;
+  if (inet_pton(AF_INET, ip.c_str(), &addr) != 1) {
+    std::fprintf(stderr, "kapsel-cri: podip: pod %s: \"%s\" is not an IPv4 address\n",
+                 pod_id.c_str(), ip.c_str());
+    return 1;
+  }
+  std::printf("%s\n", ip.c_str());
+  return 0;
 }
 
 class Cri {
@@ -173,6 +195,13 @@ int Run(Cri& cri, const std::vector<std::string>& args) {
     if (!cri.Call("inspectp", &S::PodSandboxStatus, request, &response)) return 1;
     PrintJson(response.status());
     return 0;
+  }
+  if (verb == "podip" && n == 2) {
+    r::PodSandboxStatusRequest request;
+    request.set_pod_sandbox_id(args[1]);
+    r::PodSandboxStatusResponse response;
+    if (!cri.Call("podip", &S::PodSandboxStatus, request, &response)) return 1;
+    return PrintPodIp(args[1], response.status());
   }
   if (verb == "exec" && n >= 3) {
     r::ExecSyncRequest request;
