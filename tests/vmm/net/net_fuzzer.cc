@@ -2,9 +2,11 @@
 // of actions: tx chains of one to four descriptors with fuzzed addresses, lengths, flags and
 // header bytes (mostly inside guest RAM, so that chains are often valid), rx chains of fuzzed
 // sizes and flags, raw garbage descriptors and available-ring entries in either queue, frames of
-// any size injected into the tap, turns of the event loop, and driver resets. Nothing may crash,
-// hang, leak or touch memory outside guest RAM, and every rx buffer the device returns holds 0 or
-// a whole frame with its header.
+// any size injected into the tap, TCP frames with fuzzed offload headers both ways (the host's
+// through a PACKET_VNET_HDR socket, so the tap may hand the device GSO frames of up to 64 KiB),
+// turns of the event loop, and driver resets with a fuzzed choice of offload features. Nothing
+// may crash, hang, leak or touch memory outside guest RAM, and every rx buffer the device returns
+// holds 0 or a whole frame with its header.
 //
 // Needs root: the tap lives in a private network namespace, entered at start-up.
 #include <sys/socket.h>
@@ -16,10 +18,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "tests/vmm/net/offload_test_util.h"
 #include "tests/vmm/net/test_tap.h"
 #include "tests/vmm/virtio/fuzz_driver.h"
 #include "vmm/devices/virtio/mmio_transport.h"
@@ -40,6 +44,14 @@ constexpr uint64_t kRamSize = 0x100000;
 constexpr uint16_t kQueueSize = 64;
 constexpr GuestAddress kData = 0x10000;  // descriptors point into [kData, kRamSize) mostly
 constexpr uint64_t kMaxUsedLen = NetDevice::kMaxFrameSize;
+constexpr uint64_t kBaseFeatures = (uint64_t{1} << 32) |  // VIRTIO_F_VERSION_1
+                                   (1u << kVirtioNetFMac) | (1u << kVirtioNetFStatus) |
+                                   (1u << kVirtioNetFMtu);
+// Offload bits a driver may pick from: the six the device offers, and two it does not (the
+// transport then refuses FEATURES_OK and the device stays inactive).
+constexpr int kOffloadBits[] = {kVirtioNetFCsum,      kVirtioNetFGuestCsum, kVirtioNetFGuestTso4,
+                                kVirtioNetFGuestTso6, kVirtioNetFHostTso4,  kVirtioNetFHostTso6,
+                                kVirtioNetFMrgRxbuf,  kVirtioNetFHostUfo};
 
 class Input {
  public:
@@ -73,6 +85,9 @@ class Fixture {
     absl::StatusOr<testing::TestTap> tap = testing::TestTap::Create("kfuzz0");
     if (!tap.ok()) Die(tap.status());
     tap_ = std::make_unique<testing::TestTap>(*std::move(tap));
+    absl::StatusOr<testing::VnetHdrSender> host = testing::VnetHdrSender::Create("kfuzz0");
+    if (!host.ok()) Die(host.status());
+    host_ = std::make_unique<testing::VnetHdrSender>(*std::move(host));
     absl::StatusOr<Tap> adopted = AdoptTap(std::move(tap_->fd()));
     if (!adopted.ok()) Die(adopted.status());
     auto device = NetDevice::Create(
@@ -86,10 +101,10 @@ class Fixture {
   }
 
   void Run(const uint8_t* data, size_t size) {
-    Start();
     Input in(data, size);
+    Start(in);
     while (!in.empty()) {
-      switch (in.Byte() % 7) {
+      switch (in.Byte() % 8) {
         case 0:
           SendTx(in);
           break;
@@ -112,8 +127,16 @@ class Fixture {
           Write(kQueueNotify, in.Byte() % 3);  // queue 2 does not exist
           break;
         case 6:
-          if (in.Byte() % 8 == 0) Start();  // driver reset and a fresh start
+          if (in.Byte() % 8 == 0) Start(in);  // driver reset and a fresh start
           break;
+        case 7: {
+          // The host stack hands the tap a TCP frame with an offload header (the kernel checks
+          // it first; what it refuses is simply not sent).
+          std::vector<uint8_t> frame;
+          const KapselVirtioNetHdr header = OffloadHeader(in, &frame);
+          (void)host_->Send(header, frame);
+          break;
+        }
       }
       CheckRxUsed();
     }
@@ -127,7 +150,8 @@ class Fixture {
     while (!tap_->Receive(0).empty()) {
     }
     const NetCounters c = device_->counters();
-    if (c.rx_bytes > c.rx_frames * 65535 || c.tx_bytes > c.tx_frames * 65535) abort();
+    constexpr uint64_t kMaxFrame = NetDevice::kMaxFrameSize - kNetHeaderSize;
+    if (c.rx_bytes > c.rx_frames * kMaxFrame || c.tx_bytes > c.tx_frames * kMaxFrame) abort();
   }
 
  private:
@@ -140,13 +164,39 @@ class Fixture {
     fuzzing::WriteRegister(*transport_, offset, value);
   }
 
-  void Start() {
+  // A fresh start with the offloads the input picks: all, none, or any subset (which may hold
+  // two the device does not offer).
+  void Start(Input& in) {
     std::vector<uint8_t> zeros(0x4000);
     (void)memory_->Write(0x1000, zeros.data(), zeros.size());  // both rings
-    fuzzing::Start(*transport_,
-                   (uint64_t{1} << 32) |  // VIRTIO_F_VERSION_1
-                       (1u << kVirtioNetFMac) | (1u << kVirtioNetFStatus) | (1u << kVirtioNetFMtu),
-                   absl::MakeSpan(rings_));
+    const uint8_t mode = in.Byte();
+    const uint8_t subset = mode % 4 == 0 ? 0x3f : mode % 4 == 1 ? 0 : in.Byte();
+    uint64_t features = kBaseFeatures;
+    for (size_t i = 0; i < std::size(kOffloadBits); ++i) {
+      if ((subset >> i) & 1) features |= uint64_t{1} << kOffloadBits[i];
+    }
+    fuzzing::Start(*transport_, features, absl::MakeSpan(rings_));
+  }
+
+  // A TCP/IPv4 frame of up to ~20 KiB in *frame and an offload header for it, mostly plausible
+  // (NEEDS_CSUM at the TCP checksum, TSO with some MSS), with fuzzed types, sizes and offsets.
+  static KapselVirtioNetHdr OffloadHeader(Input& in, std::vector<uint8_t>* frame) {
+    testing::TcpFrameSpec spec;
+    spec.payload_size = in.U16() % 20000;
+    spec.full_checksum = false;
+    *frame = testing::TcpFrame(spec);
+    static constexpr uint8_t kGsoTypes[] = {kVirtioNetHdrGsoNone, kVirtioNetHdrGsoTcpv4,
+                                            kVirtioNetHdrGsoTcpv6, kVirtioNetHdrGsoUdp,
+                                            kVirtioNetHdrGsoTcpv4 | kVirtioNetHdrGsoEcn};
+    KapselVirtioNetHdr h{};
+    const uint8_t shape = in.Byte();
+    h.flags = shape % 4 == 0 ? in.Byte() : kVirtioNetHdrFNeedsCsum;
+    h.gso_type = kGsoTypes[in.Byte() % std::size(kGsoTypes)];
+    h.gso_size = shape % 8 == 1 ? in.U16() : static_cast<uint16_t>(536 + in.U16() % 1000);
+    h.hdr_len = shape % 8 == 2 ? in.U16() : testing::kTcpHeadersLen;
+    h.csum_start = shape % 8 == 3 ? in.U16() : testing::kTcpCsumStart;
+    h.csum_offset = shape % 8 == 4 ? in.U16() : testing::kTcpCsumOffset;
+    return h;
   }
 
   // An address the input chooses: usually in the data area, sometimes anywhere but the rings
@@ -185,15 +235,26 @@ class Fixture {
     Ring& tx = rings_[NetDevice::kTxQueue];
     GuestAddress first = 0;
     const uint16_t head = Chain(tx, in, /*writable=*/false, &first);
-    // Header and frame bytes at the first buffer: usually a clean header.
+    // Header and frame bytes at the first buffer: usually a clean header, sometimes raw bytes,
+    // sometimes an offload header over a TCP frame (which the tap checks).
     uint8_t header[kNetHeaderSize] = {};
-    if (in.Byte() % 4 == 0) {
+    const uint8_t mode = in.Byte();
+    // Where the frame goes: after the header, unless that wraps around (to the rings).
+    const GuestAddress body = first + sizeof(header) > first ? first + sizeof(header) : kRamSize;
+    if (mode % 4 == 0) {
       absl::Span<const uint8_t> raw = in.Bytes(sizeof(header));
       std::memcpy(header, raw.data(), raw.size());
     }
+    if (mode % 4 == 1) {
+      std::vector<uint8_t> frame;
+      const KapselVirtioNetHdr offload = OffloadHeader(in, &frame);
+      std::memcpy(header, &offload, sizeof(header));
+      (void)memory_->Write(body, frame.data(), frame.size());
+    } else {
+      absl::Span<const uint8_t> frame = in.Bytes(in.Byte());
+      (void)memory_->Write(body, frame.data(), frame.size());
+    }
     (void)memory_->Write(first, header, sizeof(header));
-    absl::Span<const uint8_t> frame = in.Bytes(in.Byte());
-    (void)memory_->Write(first + sizeof(header), frame.data(), frame.size());
     fuzzing::PublishHead(*memory_, tx, head);
     Write(kQueueNotify, NetDevice::kTxQueue);
   }
@@ -231,6 +292,7 @@ class Fixture {
   std::unique_ptr<GuestMemory> memory_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<testing::TestTap> tap_;
+  std::unique_ptr<testing::VnetHdrSender> host_;
   NetDevice* device_ = nullptr;
   std::unique_ptr<MmioTransport> transport_;
   Ring rings_[2];

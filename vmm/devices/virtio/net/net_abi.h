@@ -12,13 +12,31 @@ namespace kapsel::vmm::virtio {
 
 enum KapselVirtioNetAbi {
   /* Feature bits. */
+  kVirtioNetFCsum = 0,
+  kVirtioNetFGuestCsum = 1,
   kVirtioNetFMtu = 3,
   kVirtioNetFMac = 5,
+  kVirtioNetFGuestTso4 = 7,
+  kVirtioNetFGuestTso6 = 8,
+  kVirtioNetFGuestEcn = 9,
+  kVirtioNetFGuestUfo = 10,
+  kVirtioNetFHostTso4 = 11,
+  kVirtioNetFHostTso6 = 12,
+  kVirtioNetFHostEcn = 13,
+  kVirtioNetFHostUfo = 14,
+  kVirtioNetFMrgRxbuf = 15,
   kVirtioNetFStatus = 16,
   /* Config status bits. */
   kVirtioNetSLinkUp = 1,
+  /* Header flags. */
+  kVirtioNetHdrFNeedsCsum = 1,
+  kVirtioNetHdrFDataValid = 2,
   /* Header gso_type. */
   kVirtioNetHdrGsoNone = 0,
+  kVirtioNetHdrGsoTcpv4 = 1,
+  kVirtioNetHdrGsoUdp = 3,
+  kVirtioNetHdrGsoTcpv6 = 4,
+  kVirtioNetHdrGsoEcn = 0x80,
 };
 
 /* struct virtio_net_hdr_v1 (little-endian fields): on every rx and tx buffer, and on the tap. */

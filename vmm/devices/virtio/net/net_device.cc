@@ -67,7 +67,7 @@ uint32_t NetDevice::device_type() const { return VIRTIO_ID_NET; }
 
 uint64_t NetDevice::device_features() const {
   uint64_t features = (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << kVirtioNetFMac) |
-                      (uint64_t{1} << kVirtioNetFStatus);
+                      (uint64_t{1} << kVirtioNetFStatus) | kNetOffloadFeatures;
   if (mtu_ != 0) features |= uint64_t{1} << kVirtioNetFMtu;
   return features;
 }
@@ -95,12 +95,19 @@ absl::Status NetDevice::Activate(ActivateContext context) {
   }
   absl::MutexLock lock(&mu_);
   UnregisterTap();
+  const NetOffloads offloads = OffloadsFromFeatures(context.acked_features);
+  absl::Status offload = SetTapOffload(tap_.get(), tap_name_, TunOffloadFlags(offloads));
+  if (!offload.ok()) return Annotate(offload, name());
   // One-shot: the handler reads until the tap is empty (then re-arms) or the rx queue has no
   // buffers (then the next rx notify resumes), so a tap full of frames never spins the loop.
   absl::Status added =
       loop_->Add(tap_.get(), EPOLLIN | EPOLLONESHOT, [this](uint32_t) { OnTapEvent(); });
-  if (!added.ok()) return Annotate(added, name());
+  if (!added.ok()) {
+    (void)SetTapOffload(tap_.get(), tap_name_, 0);
+    return Annotate(added, name());
+  }
   registered_ = true;
+  offloads_ = offloads;
   memory_ = context.memory;
   rx_ = &context.queues[kRxQueue];
   tx_ = &context.queues[kTxQueue];
@@ -111,6 +118,10 @@ absl::Status NetDevice::Activate(ActivateContext context) {
 void NetDevice::Reset() {
   absl::MutexLock lock(&mu_);
   UnregisterTap();
+  // Frames the host queues from now on are for whatever driver comes next: none offloaded.
+  offloads_ = NetOffloads{};
+  absl::Status offload = SetTapOffload(tap_.get(), tap_name_, 0);
+  if (!offload.ok()) LogOnce(&logged_offload_error_, std::string(offload.message()));
   memory_ = nullptr;
   rx_ = nullptr;
   tx_ = nullptr;
@@ -173,14 +184,12 @@ bool NetDevice::SendFrame(const DescriptorChain& chain) {
     return false;
   }
   ChainReader reader(*memory_, chain);
+  // Read once: the tap gets this copy, not guest memory the guest could change after the check.
   absl::StatusOr<KapselVirtioNetHdr> header = reader.ReadObj<KapselVirtioNetHdr>();
-  // No checksum or segmentation offload was offered: a header asking for one is a broken driver.
-  if (!header.ok() || header->flags != 0 || header->gso_type != kVirtioNetHdrGsoNone) {
-    return false;
-  }
-  // The tap gets our own (zeroed) header, not guest memory the guest could change under us.
-  KapselVirtioNetHdr clean{};
-  std::vector<iovec> iov = {{&clean, sizeof(clean)}};
+  // A header asking for an offload that was not negotiated is a broken driver.
+  if (!header.ok() || !CheckTxHeader(*header, offloads_).ok()) return false;
+  header->num_buffers = 0;
+  std::vector<iovec> iov = {{&*header, sizeof(*header)}};
   if (!CollectIovecs(reader, 0, &iov)) return false;
   ssize_t n;
   do {
@@ -188,6 +197,13 @@ bool NetDevice::SendFrame(const DescriptorChain& chain) {
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
     const int err = errno;
+    if (err == EINVAL) {
+      // The tap's checks of the header (gso_size, csum_start/offset, hdr_len against the frame)
+      // failed: the guest's frame, not the tap, is at fault.
+      ++counters_.tx_refused;
+      LogOnce(&logged_tx_refused_, "the tap refused a frame (EINVAL): malformed offload header");
+      return true;
+    }
     ++counters_.tx_dropped;
     if (err != EAGAIN && err != EWOULDBLOCK && err != ENOBUFS) {
       LogOnce(&logged_tx_error_, std::string(ErrnoError(err, "writing to the tap").message()));
@@ -202,18 +218,23 @@ bool NetDevice::SendFrame(const DescriptorChain& chain) {
 bool NetDevice::ProcessRx() {
   bool used = false;
   std::vector<iovec> iov;
+  KapselVirtioNetHdr header;
   for (int frames = 0; frames < kBudget; ++frames) {
     absl::StatusOr<std::optional<DescriptorChain>> popped = rx_->Pop();
     // No buffers (or a broken queue): leave the frames in the tap until the next rx notify.
     if (!popped.ok() || !popped->has_value()) return used;
     const DescriptorChain& chain = **popped;
-    iov.clear();
+    // The tap's header lands in `header` (checked before the guest sees it), the frame in the
+    // chain after the header's place.
+    header = {};
+    iov.assign({{&header, sizeof(header)}});
     bool usable =
         chain.status.ok() && chain.num_readable == 0 && chain.writable_bytes >= kNetHeaderSize;
-    uint64_t capacity = 0;
+    uint64_t capacity = 0;  // header included
     if (usable) {
       ChainWriter writer(*memory_, chain);
-      writer.Limit(kMaxFrameSize);
+      writer.Skip(kNetHeaderSize);
+      writer.Limit(kMaxFrameSize - kNetHeaderSize);
       usable = CollectIovecs(writer, 1, &iov);
       capacity = writer.written();
     }
@@ -240,16 +261,22 @@ bool NetDevice::ProcessRx() {
       }
       return used;
     }
-    if (static_cast<uint64_t>(n) > capacity || static_cast<uint64_t>(n) < kNetHeaderSize) {
+    // Too large for the chain, or offloads the guest did not accept (queued by the tap under an
+    // earlier activation): dropped, and the chain waits for the next frame.
+    if (static_cast<uint64_t>(n) > capacity || static_cast<uint64_t>(n) < kNetHeaderSize ||
+        !PrepareRxHeader(offloads_, &header).ok()) {
       ++counters_.rx_dropped;
-      rx_->UndoPop();  // the chain waits for the next frame
+      rx_->UndoPop();
       continue;
     }
-    // Without VIRTIO_NET_F_MRG_RXBUF num_buffers must be 1; the tap leaves it untouched.
-    ChainWriter header(*memory_, chain);
-    header.Skip(offsetof(KapselVirtioNetHdr, num_buffers));
-    const uint16_t one = htole16(1);
-    (void)header.WriteObj(one);
+    ChainWriter out(*memory_, chain);
+    if (!out.WriteObj(header).ok()) {
+      // Cannot happen (the chain's buffers were checked to be guest RAM), but never a short frame.
+      ++counters_.bad_chains;
+      if (!rx_->AddUsed(chain.head, 0).ok()) return used;
+      used = true;
+      continue;
+    }
     if (!rx_->AddUsed(chain.head, static_cast<uint32_t>(n)).ok()) return used;
     used = true;
     ++counters_.rx_frames;

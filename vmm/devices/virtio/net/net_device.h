@@ -1,14 +1,20 @@
 // virtio-net (virtio 1.x section 5.1) backed by a tap: queue 0 = receiveq, 1 = transmitq (no
-// control queue, one queue pair). Offered: VERSION_1, MAC, STATUS (link always up) and MTU when
-// one is configured; no checksum or segmentation offloads and no MRG_RXBUF, so every buffer
-// starts with the 12-byte struct virtio_net_hdr_v1 that the tap (IFF_VNET_HDR) speaks as well.
+// control queue, one queue pair). Offered: VERSION_1, MAC, STATUS (link always up), MTU when one is
+// configured, and the checksum and TCP segmentation offloads of net_offload.h both ways (CSUM,
+// HOST_TSO4/6, GUEST_CSUM, GUEST_TSO4/6); no UFO, no ECN, no MRG_RXBUF (why: net_offload.h). Every
+// buffer starts with the 12-byte struct virtio_net_hdr_v1 that the tap (IFF_VNET_HDR) speaks too.
+//
+// Activation mirrors the GUEST_* features the driver accepted onto the tap (TUNSETOFFLOAD), so
+// the host hands the guest only frames it takes; Reset turns them off again.
 //
 // TX: each chain's readable part (header + frame) is written to the tap with one writev; the
-// header is checked (no offload flags, which we never offered) and a zeroed copy is sent. RX: the
-// tap fd is on the VMM's event loop (EPOLLIN, one-shot); a frame is read with readv straight into
-// a chain's writable buffers, a frame larger than the chain is dropped. With no rx buffers the
-// device stops reading, frames wait in the tap's queue (the kernel drops beyond it), and the
-// driver's next rx notify resumes.
+// header is copied out of guest memory once, checked against the negotiated offloads, and the
+// copy goes to the tap, which validates its offsets and sizes (a bad one fails that write: the
+// frame is dropped and counted). RX: the tap fd is on the VMM's event loop (EPOLLIN, one-shot); a
+// frame is read with readv straight into a chain's writable buffers, its header into the device
+// first, checked against what the guest accepted and then written to the chain; a frame larger
+// than the chain is dropped. With no rx buffers the device stops reading, frames wait in the
+// tap's queue (the kernel drops beyond it), and the driver's next rx notify resumes.
 //
 // Threads: ProcessQueue, Activate and Reset come from the transport (under its lock); the tap
 // handler runs on the event loop. The device's mutex serializes both.
@@ -26,6 +32,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "vmm/devices/virtio/net/net_offload.h"
 #include "vmm/devices/virtio/net/tap.h"
 #include "vmm/devices/virtio/virtio_device.h"
 #include "vmm/event_loop.h"
@@ -37,10 +44,12 @@ using MacAddress = std::array<uint8_t, ETH_ALEN>;
 struct NetCounters {
   uint64_t rx_frames = 0;   // frames delivered to the guest
   uint64_t rx_bytes = 0;    // their bytes, header excluded
-  uint64_t rx_dropped = 0;  // frames read from the tap and dropped (larger than the rx chain)
+  uint64_t rx_dropped = 0;  // frames read from the tap and dropped: larger than the rx chain, or
+                            // with offloads the driver did not accept
   uint64_t tx_frames = 0;   // frames written to the tap
   uint64_t tx_bytes = 0;    // their bytes, header excluded
-  uint64_t tx_dropped = 0;  // frames the tap refused (full: EAGAIN/ENOBUFS, or another error)
+  uint64_t tx_dropped = 0;  // frames the tap did not take (full: EAGAIN/ENOBUFS, or an error)
+  uint64_t tx_refused = 0;  // frames the tap refused as malformed (EINVAL: a bad offload header)
   uint64_t bad_chains = 0;  // malformed or unusable chains returned with length 0 (both queues)
 };
 
@@ -49,8 +58,9 @@ class NetDevice : public VirtioDevice {
   static constexpr uint16_t kRxQueue = 0;
   static constexpr uint16_t kTxQueue = 1;
   static constexpr uint16_t kQueueSize = 256;
-  // The largest frame either way: header + 64 KiB - 1.
-  static constexpr uint64_t kMaxFrameSize = kNetHeaderSize + 65535;
+  // The largest frame either way: header + the largest TSO frame, 64 KiB - 1 of IPv6 payload
+  // behind Ethernet and IPv6 headers (virtio 1.2, 5.1.6.3: 65589 bytes).
+  static constexpr uint64_t kMaxFrameSize = kNetHeaderSize + ETH_HLEN + 40 + 65535;
   // The smallest TX frame the tap accepts: header + an Ethernet header.
   static constexpr uint64_t kMinTxSize = kNetHeaderSize + ETH_HLEN;
   // MTU range for VIRTIO_NET_F_MTU (0 = not offered).
@@ -114,7 +124,11 @@ class NetDevice : public VirtioDevice {
   bool registered_ ABSL_GUARDED_BY(mu_) = false;  // the tap fd is on the event loop
   NetCounters counters_ ABSL_GUARDED_BY(mu_);
   bool logged_tx_error_ ABSL_GUARDED_BY(mu_) = false;
+  bool logged_tx_refused_ ABSL_GUARDED_BY(mu_) = false;
   bool logged_rx_error_ ABSL_GUARDED_BY(mu_) = false;
+  bool logged_offload_error_ ABSL_GUARDED_BY(mu_) = false;
+  // What the driver negotiated, while active (all off otherwise).
+  NetOffloads offloads_ ABSL_GUARDED_BY(mu_);
   // Absorbs the tail of an rx frame larger than its chain.
   std::vector<uint8_t> scratch_ ABSL_GUARDED_BY(mu_);
 };

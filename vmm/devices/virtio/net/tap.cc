@@ -38,9 +38,7 @@ absl::StatusOr<Tap> AdoptTap(UniqueFd fd) {
   if (ioctl(raw, TUNSETVNETHDRSZ, &header_size) != 0) {
     return ErrnoError(absl::StrCat("tap ", name, ": ioctl TUNSETVNETHDRSZ ", header_size));
   }
-  if (ioctl(raw, TUNSETOFFLOAD, 0UL) != 0) {
-    return ErrnoError(absl::StrCat("tap ", name, ": ioctl TUNSETOFFLOAD 0"));
-  }
+  RETURN_IF_ERROR(SetTapOffload(raw, name, 0));
   const int fl = fcntl(raw, F_GETFL);
   if (fl < 0 || fcntl(raw, F_SETFL, fl | O_NONBLOCK) != 0) {
     return ErrnoError(absl::StrCat("tap ", name, ": setting O_NONBLOCK"));
@@ -68,6 +66,13 @@ absl::StatusOr<Tap> OpenTap(const std::string& name) {
     return ErrnoError(absl::StrCat("tap ", name, ": ioctl TUNSETIFF"));
   }
   return AdoptTap(std::move(fd));
+}
+
+absl::Status SetTapOffload(int fd, const std::string& name, unsigned flags) {
+  if (ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(flags)) != 0) {
+    return ErrnoError(absl::StrCat("tap ", name, ": ioctl TUNSETOFFLOAD 0x", absl::Hex(flags)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kapsel::vmm::virtio

@@ -1,6 +1,7 @@
 // The host side of a virtio-net device: a tap file descriptor opened with
 // IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, so that every frame read from or written to it carries the
-// same 12-byte struct virtio_net_hdr_v1 the guest uses (no offloads).
+// same 12-byte struct virtio_net_hdr_v1 the guest uses. Offloads start off; the device turns on
+// what its driver accepted (SetTapOffload).
 #ifndef KAPSEL_VMM_DEVICES_VIRTIO_NET_TAP_H_
 #define KAPSEL_VMM_DEVICES_VIRTIO_NET_TAP_H_
 
@@ -31,6 +32,10 @@ absl::StatusOr<Tap> AdoptTap(UniqueFd fd);
 // fd is closed unless it was made persistent), then configures it as AdoptTap does. Needs
 // CAP_NET_ADMIN in the current network namespace, or an existing tap owned by the caller.
 absl::StatusOr<Tap> OpenTap(const std::string& name);
+
+// TUNSETOFFLOAD: which checksum and segmentation offloads (TUN_F_*) the frames read from the tap
+// may carry. `name` is for the error message.
+absl::Status SetTapOffload(int fd, const std::string& name, unsigned flags);
 
 }  // namespace kapsel::vmm::virtio
 
