@@ -121,6 +121,10 @@ absl::StatusOr<std::vector<BpfInstruction>> CompileDeviceRules(const DeviceRules
     block.push_back(Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
     for (size_t at : to_next) block[at].off = static_cast<int16_t>(block.size() - at - 1);
     program.insert(program.end(), block.begin(), block.end());
+    // A rule that matches every request (a privileged container's "a *:* rwm" allow) decides
+    // alone: the earlier rules and the final default could never run, and the verifier rejects
+    // unreachable instructions.
+    if (to_next.empty()) return program;
   }
   program.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 1));
   program.push_back(Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));

@@ -392,6 +392,19 @@ TEST_F(IsolationTest, DeviceRules) {
   EXPECT_THAT(result.err, HasSubstr("Operation not permitted"));
 }
 
+TEST_F(IsolationTest, PrivilegedDeviceRulesAllowEveryDevice) {
+  // What `ctr run --privileged` sends: deny all, then allow all ("a *:* rwm"); the default
+  // devices are appended after them. Any device may then be created.
+  oci::v1::Spec spec = BaseSpec({"sh", "-c", "mknod /dev/kmsg2 c 1 11 && echo mknod-ok"});
+  auto* devices = spec.mutable_linux()->mutable_resources()->mutable_devices();
+  oci::v1::DeviceCgroup* deny = devices->Add();
+  deny->set_access("rwm");
+  oci::v1::DeviceCgroup* allow = devices->Add();
+  allow->set_allow(true);
+  allow->set_access("rwm");
+  EXPECT_EQ(MustRun(spec).out, "mknod-ok\n");
+}
+
 TEST_F(IsolationTest, NamespacedSysctl) {
   oci::v1::Spec spec =
       BaseSpec({"sh", "-c", "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/msgmax"});

@@ -228,6 +228,23 @@ TEST(DeviceFilterTest, Programs) {
   EXPECT_FALSE(CompileDeviceRules(rules).ok());
 }
 
+TEST(DeviceFilterTest, AllowAllEndsTheProgram) {
+  // A privileged container's rules: deny all, then allow all. The last rule matches every request,
+  // so it alone is the program after the context loads (no instruction the verifier could call
+  // unreachable).
+  DeviceRules rules;
+  rules.Add()->set_access("rwm");
+  oci::v1::DeviceCgroup* allow = rules.Add();
+  allow->set_allow(true);
+  allow->set_access("rwm");
+  absl::StatusOr<std::vector<BpfInstruction>> program = CompileDeviceRules(rules);
+  ASSERT_TRUE(program.ok());
+  ASSERT_EQ(program->size(), 8u);
+  EXPECT_EQ((*program)[6].code, BPF_ALU64 | BPF_MOV | BPF_K);
+  EXPECT_EQ((*program)[6].imm, 1);
+  EXPECT_EQ((*program)[7].code, BPF_JMP | BPF_EXIT);
+}
+
 TEST(ProcessPlanTest, ExecCandidatesAndChecks) {
   EXPECT_THAT(ExecCandidates("sh", {"PATH=/bin:/usr/bin"}), ElementsAre("/bin/sh", "/usr/bin/sh"));
   EXPECT_THAT(ExecCandidates("./x", {}), ElementsAre("./x"));
