@@ -2,11 +2,15 @@
 //   - `ctr run --rm <busybox> true` latency (median of --runs),
 //   - host memory of an idle sandbox: the PSS of the shim's whole process tree (for kapsel: shim,
 //     kapsel-vmm with the guest memory it touched, virtiofsd; for runc: shim and the container),
-//     also by process, with the guest's RAM apart.
-// kapsel runs twice: as configured by default, and with free page reporting on ("kapsel+fpr").
-// Prints both and the kapsel/runc ratios. Targets on hardware KVM: latency <= 2x runc,
-// <= 16 MiB PSS per idle busybox sandbox. Runs under tests/support/private-containerd
-// (scripts/bench), in the test host without hardware KVM, where TCG inflates every kapsel time.
+//     also by process, with the guest's RAM apart (its memfd, in kapsel-vmm and virtiofsd);
+//   - the same at density: --density idle sandboxes running at once, the PSS of all their trees
+//     divided by their number. With one sandbox, PSS charges it every page of the binaries and
+//     libraries it touched; on a node running many, those pages are shared and PSS splits them.
+// kapsel runs twice: with free page reporting off ("kapsel") and on ("kapsel+fpr"), each with a
+// config of its own (not /etc/kapsel/config.toml). Prints every figure and the kapsel/runc ratios.
+// Targets on hardware KVM: latency <= 2x runc, <= 16 MiB PSS per idle busybox sandbox. Runs under
+// tests/support/private-containerd (scripts/bench), in the test host without hardware KVM, where
+// TCG inflates every kapsel time. Every sandbox it starts is removed on every path.
 #include <dirent.h>
 #include <unistd.h>
 
@@ -15,12 +19,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -31,10 +37,15 @@
 #include "tests/support/subprocess.h"
 
 ABSL_FLAG(int, runs, 5, "ctr run --rm repetitions per runtime");
+ABSL_FLAG(int, density, 8, "idle sandboxes running at once for the density figure (0: none)");
+ABSL_FLAG(int, settle_seconds, 10,
+          "idle time between the (last) sandbox's start and the PSS measurement (free page "
+          "reporting starts 2 s after the guest's boot)");
 
 namespace {
 
 constexpr char kImage[] = "kapsel.test/busybox:latest";
+constexpr char kIdleCommand[] = "sleep 3600";
 
 struct Runtime {
   const char* name;
@@ -42,11 +53,13 @@ struct Runtime {
   const char* shim;    // the shim binary's name, to find its process
   const char* config;  // a kapsel config (TOML) to run with, or null
 };
-// The kapsel config with free page reporting on (off by default).
-constexpr char kFreePageReportingToml[] = "[vm]\nfree_page_reporting = true\n";
+// Each kapsel run says whether free page reporting is on, so that neither the shim's default nor a
+// /etc/kapsel/config.toml (which the shim reads when the runtime names no config) changes it.
 constexpr Runtime kRuntimes[] = {
-    {"kapsel", "io.containerd.kapsel.v2", "containerd-shim-kapsel-v2", nullptr},
-    {"kapsel+fpr", "io.containerd.kapsel.v2", "containerd-shim-kapsel-v2", kFreePageReportingToml},
+    {"kapsel", "io.containerd.kapsel.v2", "containerd-shim-kapsel-v2",
+     "[vm]\nfree_page_reporting = false\n"},
+    {"kapsel+fpr", "io.containerd.kapsel.v2", "containerd-shim-kapsel-v2",
+     "[vm]\nfree_page_reporting = true\n"},
     {"runc", "io.containerd.runc.v2", "containerd-shim-runc-v2", nullptr},
 };
 
@@ -65,13 +78,23 @@ double Median(std::vector<double> v) {
   return v.empty() ? -1 : v[v.size() / 2];
 }
 
-// pid → parent pid of every process.
-std::map<int, int> Parents() {
-  std::map<int, int> parents;
+double SecondsSince(absl::Time start) { return absl::ToDoubleSeconds(absl::Now() - start); }
+
+std::vector<int> Pids() {
+  std::vector<int> pids;
   DIR* proc = opendir("/proc");
   while (dirent* e = readdir(proc)) {
     int pid;
-    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    if (absl::SimpleAtoi(e->d_name, &pid)) pids.push_back(pid);
+  }
+  closedir(proc);
+  return pids;
+}
+
+// pid → parent pid of every process.
+std::map<int, int> Parents() {
+  std::map<int, int> parents;
+  for (int pid : Pids()) {
     std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
     std::string line;
     std::getline(stat, line);
@@ -81,8 +104,24 @@ std::map<int, int> Parents() {
     int ppid;
     if (fields.size() > 1 && absl::SimpleAtoi(fields[1], &ppid)) parents[pid] = ppid;
   }
-  closedir(proc);
   return parents;
+}
+
+// The serving shim of sandbox `id` (argv[0] names `shim`, "-id <id>" among the flags, not the
+// short-lived `start` or `delete`), or 0.
+int FindShim(const std::string& shim, const std::string& id) {
+  for (int pid : Pids()) {
+    std::ifstream in(absl::StrCat("/proc/", pid, "/cmdline"));
+    std::stringstream text;
+    text << in.rdbuf();
+    std::vector<std::string> argv = absl::StrSplit(text.str(), '\0', absl::SkipEmpty());
+    if (argv.empty() || !absl::EndsWith(argv[0], shim)) continue;
+    if (argv.back() == "start" || argv.back() == "delete") continue;
+    for (size_t i = 1; i + 1 < argv.size(); ++i) {
+      if (argv[i] == "-id" && argv[i + 1] == id) return pid;
+    }
+  }
+  return 0;
 }
 
 // Sum of the "Pss:" lines of /proc/<pid>/<file> (KiB); with `only_mapping`, only of the
@@ -116,28 +155,42 @@ std::string Comm(int pid) {
   return comm;
 }
 
-// Pss (KiB) of `root` and its descendants, by process name; kapsel-vmm's guest memory (the memfd
-// it shares with virtiofsd) apart as "guest RAM".
-std::map<std::string, long> TreePssKib(int root) {
+// The test host's (or machine's) memory in use, MemTotal - MemAvailable, and MemTotal (KiB).
+std::pair<long, long> MemInUseKib() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  long total = 0, available = 0;
+  while (std::getline(in, line)) {
+    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (fields.size() < 2) continue;
+    if (fields[0] == "MemTotal:") (void)absl::SimpleAtoi(fields[1], &total);
+    if (fields[0] == "MemAvailable:") (void)absl::SimpleAtoi(fields[1], &available);
+  }
+  return {total - available, total};
+}
+
+// Pss (KiB) of the processes in the trees under `roots` (the shims), summed over the trees, by
+// process name; the guest memory (kapsel-vmm's memfd, which virtiofsd maps too) apart as
+// "guest RAM". One snapshot of the process list for all of them.
+std::map<std::string, long> TreesPssKib(const std::set<int>& roots) {
   const std::map<int, int> parents = Parents();
   std::map<std::string, long> by_name;
   for (const auto& [pid, ppid] : parents) {
     bool in_tree = false;
     for (int p = pid; p > 1; p = parents.count(p) ? parents.at(p) : 0) {
-      if (p == root) {
+      if (roots.count(p)) {
         in_tree = true;
         break;
       }
     }
     if (!in_tree) continue;
-    const std::string comm = Comm(pid);
     long pss = PssKib(pid, "smaps_rollup");
-    if (comm == "kapsel-vmm") {
-      const long guest = PssKib(pid, "smaps", "kapsel-guest-ram");
+    const long guest = PssKib(pid, "smaps", "kapsel-guest-ram");
+    if (guest > 0) {
       by_name["guest RAM"] += guest;
       pss -= guest;
     }
-    by_name[comm] += pss;
+    by_name[Comm(pid)] += pss;
   }
   return by_name;
 }
@@ -148,22 +201,143 @@ long Total(const std::map<std::string, long>& by_name) {
   return total;
 }
 
-std::string Breakdown(const std::map<std::string, long>& by_name) {
+std::string Breakdown(const std::map<std::string, long>& by_name, int divisor) {
   std::string out;
   for (const auto& [name, kib] : by_name) {
     absl::StrAppend(&out, out.empty() ? "" : ", ", name, " ",
-                    absl::StrFormat("%.1f", kib / 1024.0));
+                    absl::StrFormat("%.1f", kib / 1024.0 / divisor));
   }
   return out;
 }
+
+// Sandboxes (containers and their tasks) of one runtime that the bench started. Remove takes away
+// what is left of them; the destructor does it on the paths that return early.
+class Sandboxes {
+ public:
+  explicit Sandboxes(const Runtime& rt) : rt_(rt) {}
+  Sandboxes(const Sandboxes&) = delete;
+  Sandboxes& operator=(const Sandboxes&) = delete;
+  ~Sandboxes() { Remove(); }
+
+  // Tracks `id` before anything starts it.
+  void Track(const std::string& id) { ids_.push_back(id); }
+
+  // Starts an idle sandbox `id` (`what` names it in errors); its serving shim's pid, or 0 after
+  // saying why on stderr.
+  int StartIdle(const std::string& runtime_args, const std::string& id, const std::string& what) {
+    Track(id);
+    auto r = Sh(absl::StrCat("ctr run -d ", runtime_args, " ", kImage, " ", id, " ", kIdleCommand));
+    if (r.exit_code != 0) {
+      std::fprintf(stderr, "%s: %s: ctr run -d failed (exit %d): %s%s\n", rt_.name, what.c_str(),
+                   r.exit_code, r.out.c_str(), r.err.c_str());
+      return 0;
+    }
+    const int pid = FindShim(rt_.shim, id);
+    if (pid == 0) {
+      std::fprintf(stderr, "%s: %s: running, but no %s process with -id %s\n", rt_.name,
+                   what.c_str(), rt_.shim, id.c_str());
+    }
+    return pid;
+  }
+
+  // Deletes every tracked sandbox still there (task killed and deleted, container deleted) and
+  // waits until their shims (and with kapsel's, the VMs) are gone. False, after naming what is
+  // left on stderr, when some are still there after 60 s.
+  bool Remove() {
+    if (ids_.empty()) return true;
+    const std::set<std::string> listed = Containers();
+    std::map<std::string, std::string> errors;
+    for (const std::string& id : ids_) {
+      if (!listed.count(id)) continue;
+      auto r = Sh(
+          absl::StrCat("ctr task delete -f ", id, " >/dev/null 2>&1; ctr container delete ", id));
+      if (r.exit_code != 0) errors[id] = absl::StrCat(r.out, r.err);
+    }
+    std::vector<std::string> left;
+    for (const absl::Time deadline = absl::Now() + absl::Seconds(60);;) {
+      left.clear();
+      const std::set<std::string> still = Containers();
+      for (const std::string& id : ids_) {
+        if (still.count(id) || FindShim(rt_.shim, id) != 0) left.push_back(id);
+      }
+      if (left.empty() || absl::Now() > deadline) break;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    for (const std::string& id : left) {
+      std::fprintf(stderr, "%s: sandbox %s not removed (container or shim still there) %s\n",
+                   rt_.name, id.c_str(), errors.count(id) ? errors[id].c_str() : "");
+    }
+    ids_.clear();
+    return left.empty();
+  }
+
+ private:
+  static std::set<std::string> Containers() {
+    auto r = Sh("ctr container ls -q");
+    std::set<std::string> ids;
+    for (absl::string_view id : absl::StrSplit(r.out, '\n', absl::SkipWhitespace())) {
+      ids.insert(std::string(absl::StripAsciiWhitespace(id)));
+    }
+    return ids;
+  }
+
+  const Runtime& rt_;
+  std::vector<std::string> ids_;
+};
+
+// Memory of `sandboxes` idle sandboxes running at once.
+struct Memory {
+  std::map<std::string, long> kib;  // PSS over all their trees, by process (TreesPssKib)
+  int sandboxes = 0;
+  long host_before_kib = 0;  // MemInUseKib before they started
+  long host_kib = 0;         // and when measured
+  double PerSandboxMib() const { return Total(kib) / 1024.0 / sandboxes; }
+};
+
+// Starts `count` idle sandboxes, lets them settle, measures, removes them. False after saying why.
+bool MeasureIdle(const Runtime& rt, const std::string& runtime_args, const std::string& prefix,
+                 int count, Memory* memory) {
+  Sandboxes sandboxes(rt);
+  memory->sandboxes = count;
+  memory->host_before_kib = MemInUseKib().first;
+  const absl::Time start = absl::Now();
+  std::set<int> shims;
+  for (int i = 0; i < count; ++i) {
+    const std::string id = count == 1 ? prefix : absl::StrCat(prefix, "-", i);
+    const std::string what =
+        count == 1 ? absl::StrCat("sandbox ", id)
+                   : absl::StrFormat("sandbox %s (%d of %d)", id.c_str(), i + 1, count);
+    const int shim = sandboxes.StartIdle(runtime_args, id, what);
+    if (shim == 0) return false;
+    shims.insert(shim);
+  }
+  const double started_s = SecondsSince(start);
+  absl::SleepFor(absl::Seconds(absl::GetFlag(FLAGS_settle_seconds)));
+  memory->kib = TreesPssKib(shims);
+  memory->host_kib = MemInUseKib().first;
+  const absl::Time removing = absl::Now();
+  if (!sandboxes.Remove()) return false;
+  std::fprintf(stderr, "shim_bench: %s: %d idle sandbox(es) started in %.1f s, removed in %.1f s\n",
+               rt.name, count, started_s, SecondsSince(removing));
+  return true;
+}
+
+struct Result {
+  double latency_ms = -1;
+  Memory single;
+  Memory density;
+};
 
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  std::map<std::string, double> latency_ms, pss_mib;
-  std::map<std::string, std::string> pss_breakdown;
+  const absl::Time bench_start = absl::Now();
+  const int runs = absl::GetFlag(FLAGS_runs);
+  const int density = absl::GetFlag(FLAGS_density);
+  std::map<std::string, Result> results;
   for (const Runtime& rt : kRuntimes) {
+    Result& result = results[rt.name];
     std::string runtime = absl::StrCat("--runtime ", rt.type);
     if (rt.config != nullptr) {
       const std::string path =
@@ -172,48 +346,73 @@ int main(int argc, char** argv) {
       absl::StrAppend(&runtime, " --runtime-config-path ", path);
     }
     const std::string tag = absl::StrReplaceAll(rt.name, {{"+", "-"}});  // for container ids
-    std::vector<double> times;
-    for (int i = 0; i < absl::GetFlag(FLAGS_runs); ++i) {
-      const absl::Time start = absl::Now();
-      auto r =
-          Sh(absl::StrCat("ctr run --rm ", runtime, " ", kImage, " lat-", tag, "-", i, " true"));
-      if (r.exit_code != 0) {
-        std::fprintf(stderr, "%s: ctr run failed: %s\n", rt.name, r.err.c_str());
-        return 1;
+    {
+      Sandboxes latency_runs(rt);
+      std::vector<double> times;
+      for (int i = 0; i < runs; ++i) {
+        const std::string id = absl::StrCat("lat-", tag, "-", i);
+        latency_runs.Track(id);
+        const absl::Time start = absl::Now();
+        auto r = Sh(absl::StrCat("ctr run --rm ", runtime, " ", kImage, " ", id, " true"));
+        if (r.exit_code != 0) {
+          std::fprintf(stderr, "%s: sandbox %s (run %d of %d): ctr run --rm failed: %s%s\n",
+                       rt.name, id.c_str(), i + 1, runs, r.out.c_str(), r.err.c_str());
+          return 1;
+        }
+        times.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
       }
-      times.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
+      if (!latency_runs.Remove()) return 1;  // waits for the last shim's exit too
+      result.latency_ms = Median(times);
     }
-    latency_ms[rt.name] = Median(times);
-
-    // Idle for 10 s first: free page reporting starts 2 s after the guest's boot.
-    const std::string id = absl::StrCat("mem-", tag);
-    auto r = Sh(absl::StrCat("ctr run -d ", runtime, " ", kImage, " ", id,
-                             " sleep 1000 && sleep 10 && pgrep -f -- '", rt.shim, ".*-id ", id,
-                             "( |$)' | head -1"));
-    int shim_pid = 0;
-    if (r.exit_code != 0 || !absl::SimpleAtoi(absl::StripAsciiWhitespace(r.out), &shim_pid)) {
-      std::fprintf(stderr, "%s: no shim for the idle sandbox: %s %s\n", rt.name, r.out.c_str(),
-                   r.err.c_str());
+    if (!MeasureIdle(rt, runtime, absl::StrCat("mem-", tag), 1, &result.single)) return 1;
+    if (density > 0 &&
+        !MeasureIdle(rt, runtime, absl::StrCat("den-", tag), density, &result.density)) {
       return 1;
     }
-    const std::map<std::string, long> pss = TreePssKib(shim_pid);
-    pss_mib[rt.name] = Total(pss) / 1024.0;
-    pss_breakdown[rt.name] = Breakdown(pss);
-    Sh(absl::StrCat("ctr task kill -s KILL ", id, "; sleep 1; ctr task delete ", id,
-                    "; ctr container delete ", id));
   }
+
+  std::fprintf(stderr, "shim_bench: done in %.0f s\n", SecondsSince(bench_start));
+  const Result& kapsel = results["kapsel"];
+  const Result& fpr = results["kapsel+fpr"];
+  const Result& runc = results["runc"];
   std::printf(
       "ctr run --rm latency (median of %d): kapsel %.0f ms (%.0f with free page reporting), "
       "runc %.0f ms, ratio %.2f (goal <= 2 on hardware KVM)\n",
-      absl::GetFlag(FLAGS_runs), latency_ms["kapsel"], latency_ms["kapsel+fpr"], latency_ms["runc"],
-      latency_ms["kapsel"] / latency_ms["runc"]);
+      runs, kapsel.latency_ms, fpr.latency_ms, runc.latency_ms,
+      kapsel.latency_ms / runc.latency_ms);
   std::printf(
-      "idle busybox sandbox PSS (shim process tree): kapsel %.1f MiB (%.1f with free page "
-      "reporting), runc %.1f MiB, ratio %.1f (goal: kapsel <= 16 MiB)\n",
-      pss_mib["kapsel"], pss_mib["kapsel+fpr"], pss_mib["runc"],
-      pss_mib["kapsel"] / pss_mib["runc"]);
+      "idle busybox sandbox PSS, one sandbox alone (shim process tree): kapsel %.1f MiB (%.1f with "
+      "free page reporting), runc %.1f MiB, ratio %.1f (%.1f with free page reporting) (goal: "
+      "kapsel <= 16 MiB)\n",
+      kapsel.single.PerSandboxMib(), fpr.single.PerSandboxMib(), runc.single.PerSandboxMib(),
+      kapsel.single.PerSandboxMib() / runc.single.PerSandboxMib(),
+      fpr.single.PerSandboxMib() / runc.single.PerSandboxMib());
   for (const Runtime& rt : kRuntimes) {
-    std::printf("  %s PSS by process (MiB): %s\n", rt.name, pss_breakdown[rt.name].c_str());
+    std::printf("  %s PSS by process (MiB): %s\n", rt.name,
+                Breakdown(results[rt.name].single.kib, 1).c_str());
+  }
+  if (density > 0) {
+    std::printf(
+        "idle busybox sandbox PSS at density %d (%d running at once, total / %d: binaries and "
+        "libraries shared): kapsel %.1f MiB (%.1f with free page reporting), runc %.1f MiB, ratio "
+        "%.1f (%.1f with free page reporting) (goal: kapsel <= 16 MiB)\n",
+        density, density, density, kapsel.density.PerSandboxMib(), fpr.density.PerSandboxMib(),
+        runc.density.PerSandboxMib(), kapsel.density.PerSandboxMib() / runc.density.PerSandboxMib(),
+        fpr.density.PerSandboxMib() / runc.density.PerSandboxMib());
+    for (const Runtime& rt : kRuntimes) {
+      std::printf("  %s PSS by process at density %d, per sandbox (MiB): %s\n", rt.name, density,
+                  Breakdown(results[rt.name].density.kib, density).c_str());
+    }
+    std::string host;
+    for (const Runtime& rt : kRuntimes) {
+      const Memory& m = results[rt.name].density;
+      absl::StrAppend(
+          &host, host.empty() ? "" : ", ", rt.name,
+          absl::StrFormat(" %.0f -> %.0f", m.host_before_kib / 1024.0, m.host_kib / 1024.0));
+    }
+    std::printf(
+        "  memory in use (MemTotal - MemAvailable, of %.0f MiB) before -> at density %d: %s MiB\n",
+        MemInUseKib().second / 1024.0, density, host.c_str());
   }
   return 0;
 }
