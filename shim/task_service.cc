@@ -139,9 +139,8 @@ bool TaskService::HasSandbox() {
   return sandbox_ != nullptr;
 }
 
-absl::Status TaskService::EnsureSandbox(
-    const google::protobuf::Map<std::string, std::string>& annotations, const std::string& hostname,
-    const std::vector<VmDisk>& disks, const std::string& netns_path) {
+absl::Status TaskService::EnsureSandbox(const oci::v1::Spec& spec, const std::vector<VmDisk>& disks,
+                                        const std::string& netns_path) {
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return absl::FailedPreconditionError("the shim is shutting down");
@@ -152,7 +151,7 @@ absl::Status TaskService::EnsureSandbox(
   }
   // Sized before anything is set up, so a bad annotation leaves nothing behind (Sandbox::Boot
   // logs the size and its source).
-  absl::StatusOr<VmResources> size = SizeVm(config_, annotations);
+  absl::StatusOr<VmResources> size = SizeVm(config_, spec.annotations(), OwnLimits(spec));
   if (!size.ok()) return Annotate(size.status(), "sizing the sandbox's VM");
   const std::string dir = SandboxDir(config_, identity_.ns, identity_.sandbox_id);
   std::unique_ptr<PodNetwork> network;
@@ -165,8 +164,8 @@ absl::Status TaskService::EnsureSandbox(
     if (network->empty()) network.reset();
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Sandbox> sandbox,
-                   Sandbox::Start(config_, *size, SandboxPaths(dir), identity_.sandbox_id, hostname,
-                                  disks, std::move(network),
+                   Sandbox::Start(config_, *size, SandboxPaths(dir), identity_.sandbox_id,
+                                  spec.hostname(), disks, std::move(network),
                                   [](int code) { LogInfo("sandbox VM stopped: status ", code); }));
   {
     absl::MutexLock lock(&mu_);
@@ -229,7 +228,7 @@ absl::StatusOr<task::CreateTaskResponse> TaskService::CreateLocked(const task::C
   for (const oci::v1::Namespace& ns : spec.linux().namespaces()) {
     if (ns.type() == "network") netns_path = ns.path();
   }
-  RETURN_IF_ERROR(EnsureSandbox(spec.annotations(), spec.hostname(), disks, netns_path));
+  RETURN_IF_ERROR(EnsureSandbox(spec, disks, netns_path));
   ASSIGN_OR_RETURN(std::shared_ptr<Sandbox> sandbox, GetSandbox());
 
   // Otherwise the root filesystem is containerd's mounts (or the bundle's rootfs) on

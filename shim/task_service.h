@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/oci/spec.pb.h"
 #include "common/ttrpc/server.h"
 #include "google/protobuf/map.h"
 #include "shim/api/task.pb.h"
@@ -85,8 +86,8 @@ class TaskService {
   // Boots the sandbox on the first Create, sized by the config and the first container's
   // `annotations` (vm_resources.h), with `disks` and, when the first container names a network
   // namespace of the host (`netns_path`, a pod's CNI netns), that namespace's network.
-  absl::Status EnsureSandbox(const google::protobuf::Map<std::string, std::string>& annotations,
-                             const std::string& hostname, const std::vector<VmDisk>& disks,
+  // Boots the sandbox's VM for `spec`, the first container, sized by its annotations and limits.
+  absl::Status EnsureSandbox(const oci::v1::Spec& spec, const std::vector<VmDisk>& disks,
                              const std::string& netns_path)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(create_mu_);
   absl::StatusOr<containerd::task::v2::CreateTaskResponse> CreateLocked(

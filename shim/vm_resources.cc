@@ -63,11 +63,12 @@ absl::StatusOr<std::optional<int64_t>> CriInteger(const Annotations& annotations
   return value;
 }
 
-// `base` + `add`, at most `max`; the source says how it was reached.
-uint32_t AddClamped(uint32_t base, uint64_t add, uint32_t max, const std::string& what,
-                    std::string* source) {
+// `base` + `add` (from `who`: the pod or the container), at most `max`; the source says how it
+// was reached.
+uint32_t AddClamped(uint32_t base, uint64_t add, uint32_t max, const char* who,
+                    const std::string& what, std::string* source) {
   const uint64_t sum = add > max ? uint64_t{max} + 1 : base + add;
-  *source = absl::StrCat("config ", base, " + pod ", add, " (", what, ")");
+  *source = absl::StrCat("config ", base, " + ", who, " ", add, " (", what, ")");
   if (sum > max) {
     absl::StrAppend(source, ", clamped to the maximum ", max);
     return max;
@@ -82,7 +83,17 @@ std::string VmResources::ToString() const {
                       " MiB (", memory_source, ")");
 }
 
-absl::StatusOr<VmResources> SizeVm(const Config& config, const Annotations& annotations) {
+ContainerLimits OwnLimits(const oci::v1::Spec& spec) {
+  auto type = spec.annotations().find(kCriContainerTypeAnnotation);
+  if (type != spec.annotations().end() && type->second == "sandbox") return {};
+  const oci::v1::Resources& resources = spec.linux().resources();
+  return {.memory_bytes = resources.memory().limit(),
+          .cpu_quota = resources.cpu().quota(),
+          .cpu_period = resources.cpu().period()};
+}
+
+absl::StatusOr<VmResources> SizeVm(const Config& config, const Annotations& annotations,
+                                   const ContainerLimits& limits) {
   for (const auto& [key, value] : annotations) {
     if (absl::StartsWith(key, kKapselVmPrefix) && key != kVcpusAnnotation &&
         key != kMemoryMibAnnotation) {
@@ -101,8 +112,13 @@ absl::StatusOr<VmResources> SizeVm(const Config& config, const Annotations& anno
   if (memory->has_value() && **memory > 0) {
     const uint64_t pod_mib = (static_cast<uint64_t>(**memory) + kMib - 1) / kMib;
     resources.memory_mib =
-        AddClamped(config.memory_mib, pod_mib, config.max_memory_mib,
+        AddClamped(config.memory_mib, pod_mib, config.max_memory_mib, "pod",
                    absl::StrCat(kCriSandboxMemoryAnnotation, ", MiB"), &resources.memory_source);
+  } else if (limits.memory_bytes > 0) {
+    const uint64_t own_mib = (static_cast<uint64_t>(limits.memory_bytes) + kMib - 1) / kMib;
+    resources.memory_mib =
+        AddClamped(config.memory_mib, own_mib, config.max_memory_mib, "container",
+                   "linux.resources.memory.limit, MiB", &resources.memory_source);
   }
   absl::StatusOr<std::optional<int64_t>> quota =
       CriInteger(annotations, kCriSandboxCpuQuotaAnnotation, /*allow_negative=*/true);
@@ -113,10 +129,15 @@ absl::StatusOr<VmResources> SizeVm(const Config& config, const Annotations& anno
   if (quota->has_value() && period->has_value() && **quota > 0 && **period > 0) {
     const uint64_t q = static_cast<uint64_t>(**quota), p = static_cast<uint64_t>(**period);
     const uint64_t pod_vcpus = q / p + (q % p != 0 ? 1 : 0);
-    resources.vcpus = AddClamped(config.vcpus, pod_vcpus, config.max_vcpus,
+    resources.vcpus = AddClamped(config.vcpus, pod_vcpus, config.max_vcpus, "pod",
                                  absl::StrCat(kCriSandboxCpuQuotaAnnotation, " / ",
                                               kCriSandboxCpuPeriodAnnotation, ", rounded up"),
                                  &resources.vcpus_source);
+  } else if (limits.cpu_quota > 0 && limits.cpu_period > 0) {
+    const uint64_t q = static_cast<uint64_t>(limits.cpu_quota), p = limits.cpu_period;
+    resources.vcpus =
+        AddClamped(config.vcpus, q / p + (q % p != 0 ? 1 : 0), config.max_vcpus, "container",
+                   "linux.resources.cpu.quota / period, rounded up", &resources.vcpus_source);
   }
 
   // Explicit sizes win.

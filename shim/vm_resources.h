@@ -11,8 +11,13 @@
 //   io.kubernetes.cri.sandbox-memory = "B"    bytes: memory_mib + ceil(B / MiB)
 //   io.kubernetes.cri.sandbox-cpu-quota = "Q" with -period = "P": vcpus + ceil(Q / P)
 //
+// A container that is not a CRI pod's sandbox (`ctr run`, `nerdctl run`: it is alone in its VM)
+// adds its own limits the same way, as Kata does: linux.resources.memory.limit to memory_mib and
+// cpu.quota / cpu.period to vcpus, so `ctr run --memory-limit` gets a VM that can hold it.
+//
 // These sums are clamped to the maxima; an io.kapsel.vm.* annotation wins over them. An
-// unconstrained pod (no annotation, memory < 0, quota <= 0 or period 0) adds nothing.
+// unconstrained pod or container (no annotation or limit, memory < 0, quota <= 0 or period 0)
+// adds nothing.
 #ifndef KAPSEL_SHIM_VM_RESOURCES_H_
 #define KAPSEL_SHIM_VM_RESOURCES_H_
 
@@ -20,6 +25,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/oci/spec.pb.h"
 #include "google/protobuf/map.h"
 #include "shim/config.h"
 
@@ -30,6 +36,7 @@ inline constexpr char kMemoryMibAnnotation[] = "io.kapsel.vm.memory_mib";
 inline constexpr char kCriSandboxMemoryAnnotation[] = "io.kubernetes.cri.sandbox-memory";
 inline constexpr char kCriSandboxCpuQuotaAnnotation[] = "io.kubernetes.cri.sandbox-cpu-quota";
 inline constexpr char kCriSandboxCpuPeriodAnnotation[] = "io.kubernetes.cri.sandbox-cpu-period";
+inline constexpr char kCriContainerTypeAnnotation[] = "io.kubernetes.cri.container-type";
 
 struct VmResources {
   uint32_t vcpus = 0;
@@ -42,11 +49,22 @@ struct VmResources {
   std::string ToString() const;
 };
 
-// The VM size for a sandbox booted by a container with `annotations`. InvalidArgument, naming
-// the annotation and its value, for a malformed or out-of-range annotation and for an unknown
-// io.kapsel.vm.* key (a typo would otherwise be ignored silently).
+// The limits a container booting its VM brings itself: those of its spec unless it is a CRI
+// pod's sandbox (annotation io.kubernetes.cri.container-type = "sandbox"), whose pod's sums come
+// in the annotations instead. Zero: none.
+struct ContainerLimits {
+  int64_t memory_bytes = 0;
+  int64_t cpu_quota = 0;
+  uint64_t cpu_period = 0;
+};
+ContainerLimits OwnLimits(const oci::v1::Spec& spec);
+
+// The VM size for a sandbox booted by a container with `annotations` and `limits`.
+// InvalidArgument, naming the annotation and its value, for a malformed or out-of-range
+// annotation and for an unknown io.kapsel.vm.* key (a typo would otherwise be ignored silently).
 absl::StatusOr<VmResources> SizeVm(
-    const Config& config, const google::protobuf::Map<std::string, std::string>& annotations);
+    const Config& config, const google::protobuf::Map<std::string, std::string>& annotations,
+    const ContainerLimits& limits = {});
 
 }  // namespace kapsel::shim
 

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -176,6 +177,20 @@ TEST_P(ShimE2eTest, SequentialAndConcurrentRuns) {
                                     "sort"),
                        absl::Seconds(400));
   EXPECT_EQ(r.out, "c1\nc2\nc3\nc4\nc5\n") << Describe(r);
+}
+
+TEST(ShimKapselOnly, MemoryLimitSizesTheVm) {
+  // A container alone in its VM brings its limit: the VM gets the default 256 MiB plus 512 MiB
+  // (the guest kernel keeps a few MiB of that for itself).
+  ProcessResult r =
+      Sh(absl::StrCat("ctr run --rm --runtime ", kKapselRuntime, " --memory-limit 536870912 ",
+                      kImage, " sized grep MemTotal /proc/meminfo"));
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  std::vector<std::string> fields = absl::StrSplit(r.out, ' ', absl::SkipWhitespace());
+  int64_t kib = 0;
+  ASSERT_TRUE(fields.size() == 3 && absl::SimpleAtoi(fields[1], &kib)) << Describe(r);
+  EXPECT_GT(kib, 700 * 1024) << "the guest should have about 768 MiB: " << r.out;
+  EXPECT_LE(kib, 768 * 1024) << r.out;
 }
 
 TEST(ShimKapselOnly, KilledVmmBecomesAnExit) {

@@ -121,6 +121,57 @@ TEST(VmResourcesTest, CriSandboxSizingAddsThePodsLimits) {
   EXPECT_EQ(size->memory_mib, 257u);
 }
 
+// A container alone in its VM (ctr run): its own limits are added like a pod's.
+TEST(VmResourcesTest, ContainerLimitsAddToTheConfig) {
+  oci::v1::Spec spec;
+  spec.mutable_linux()->mutable_resources()->mutable_memory()->set_limit(512 * 1024 * 1024 + 1);
+  spec.mutable_linux()->mutable_resources()->mutable_cpu()->set_quota(150000);
+  spec.mutable_linux()->mutable_resources()->mutable_cpu()->set_period(100000);
+  absl::StatusOr<VmResources> size = SizeVm(TestConfig(), spec.annotations(), OwnLimits(spec));
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(size->memory_mib, 256u + 513u);  // rounded up to whole MiB
+  EXPECT_EQ(size->vcpus, 1u + 2u);           // 1.5 CPUs, rounded up
+  EXPECT_THAT(size->memory_source, HasSubstr("config 256 + container 513"));
+  EXPECT_THAT(size->vcpus_source, HasSubstr("config 1 + container 2"));
+
+  // Clamped to the maxima; an explicit annotation still wins.
+  spec.mutable_linux()->mutable_resources()->mutable_memory()->set_limit(int64_t{1} << 40);
+  (*spec.mutable_annotations())[kVcpusAnnotation] = "1";
+  size = SizeVm(TestConfig(), spec.annotations(), OwnLimits(spec));
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(size->memory_mib, TestConfig().max_memory_mib);
+  EXPECT_EQ(size->vcpus, 1u);
+
+  // No limits (-1 memory: unlimited; no quota) add nothing.
+  oci::v1::Spec unlimited;
+  unlimited.mutable_linux()->mutable_resources()->mutable_memory()->set_limit(-1);
+  unlimited.mutable_linux()->mutable_resources()->mutable_cpu()->set_quota(-1);
+  unlimited.mutable_linux()->mutable_resources()->mutable_cpu()->set_period(100000);
+  size = SizeVm(TestConfig(), unlimited.annotations(), OwnLimits(unlimited));
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(size->memory_mib, 256u);
+  EXPECT_EQ(size->vcpus, 1u);
+}
+
+// A CRI pod's sandbox container: its pod's sums come in the annotations, its own spec is ignored.
+TEST(VmResourcesTest, CriSandboxContainerLimitsAreNotAdded) {
+  oci::v1::Spec spec;
+  (*spec.mutable_annotations())[kCriContainerTypeAnnotation] = "sandbox";
+  spec.mutable_linux()->mutable_resources()->mutable_memory()->set_limit(512 * 1024 * 1024);
+  const ContainerLimits limits = OwnLimits(spec);
+  EXPECT_EQ(limits.memory_bytes, 0);
+  absl::StatusOr<VmResources> size = SizeVm(TestConfig(), spec.annotations(), limits);
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(size->memory_mib, 256u);
+
+  // With a pod sum, the pod's annotation counts, not the container's limit.
+  (*spec.mutable_annotations())[kCriSandboxMemoryAnnotation] = "134217728";
+  (*spec.mutable_annotations()).erase(kCriContainerTypeAnnotation);
+  size = SizeVm(TestConfig(), spec.annotations(), OwnLimits(spec));
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(size->memory_mib, 256u + 128u);
+}
+
 TEST(VmResourcesTest, CriSandboxSizingOfAnUnconstrainedPodAddsNothing) {
   for (const auto& annotations : {
            Annotations({{kCriSandboxMemoryAnnotation, "0"},
