@@ -12,7 +12,7 @@
 //   max_memory_mib = 65536
 //   boot_timeout_seconds = 60          # until the agent answers
 //   kernel_cmdline = ""                # empty: kapsel-vmm's default
-//   free_page_reporting = false        # memory the guest frees goes back to the host
+//   free_page_reporting = true         # memory the guest frees goes back to the host
 //   [virtiofsd]
 //   path = "/usr/lib/qemu/virtiofsd"
 //   cache = "auto"                     # none, auto or always
@@ -42,7 +42,7 @@ struct Config {
   uint32_t max_memory_mib = 65536;  // at least memory_mib
   absl::Duration boot_timeout = absl::Seconds(60);
   std::string kernel_cmdline;
-  bool free_page_reporting = false;  // kapsel-vmm --free-page-reporting
+  bool free_page_reporting = true;  // kapsel-vmm --free-page-reporting
   std::string virtiofsd = "/usr/lib/qemu/virtiofsd";
   std::string virtiofsd_cache = "auto";
   std::string log_level = "info";

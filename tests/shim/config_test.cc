@@ -18,7 +18,7 @@ TEST(ConfigTest, DefaultsFindTheBuildNextToTheBinary) {
   EXPECT_EQ(config.memory_mib, 256u);
   EXPECT_EQ(config.max_vcpus, 32u);
   EXPECT_EQ(config.max_memory_mib, 65536u);
-  EXPECT_FALSE(config.free_page_reporting);
+  EXPECT_TRUE(config.free_page_reporting);
 }
 
 TEST(ConfigTest, ParsesEveryKey) {
@@ -33,7 +33,7 @@ max_vcpus = 4
 max_memory_mib = 2048
 boot_timeout_seconds = 9
 kernel_cmdline = "console=ttyS0"
-free_page_reporting = true
+free_page_reporting = false
 [virtiofsd]
 path = "/v/virtiofsd"
 cache = "none"
@@ -52,7 +52,7 @@ state_dir = "/run/k2"
   EXPECT_EQ(config->max_memory_mib, 2048u);
   EXPECT_EQ(config->boot_timeout, absl::Seconds(9));
   EXPECT_EQ(config->kernel_cmdline, "console=ttyS0");
-  EXPECT_TRUE(config->free_page_reporting);
+  EXPECT_FALSE(config->free_page_reporting);
   EXPECT_EQ(config->virtiofsd, "/v/virtiofsd");
   EXPECT_EQ(config->virtiofsd_cache, "none");
   EXPECT_EQ(config->log_level, "debug");
