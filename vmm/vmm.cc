@@ -96,6 +96,10 @@ absl::StatusOr<std::unique_ptr<Vmm>> Vmm::CreateMachine(const MachineConfig& con
       x86::kI8042Port, I8042::kLength));
 
   ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> cpuid, vmm->kvm_->GetSupportedCpuid());
+  // With the in-kernel LAPIC created above.
+  if (vmm->kvm_->CheckExtension(KVM_CAP_TSC_DEADLINE_TIMER) > 0) {
+    x86::AnnounceTscDeadlineTimer(cpuid);
+  }
   for (uint32_t id = 0; id < config.vcpus; ++id) {
     ASSIGN_OR_RETURN(std::unique_ptr<Vcpu> vcpu, vm.CreateVcpu(id));
     RETURN_IF_ERROR(x86::ConfigureVcpu(*vcpu, cpuid, config.vcpus));

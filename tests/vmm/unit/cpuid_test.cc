@@ -1,4 +1,5 @@
-// CpuidForVcpu on a synthetic "supported CPUID" list: per-vCPU APIC ids and topology.
+// CpuidForVcpu on a synthetic "supported CPUID" list: per-vCPU APIC ids and topology;
+// AnnounceTscDeadlineTimer.
 #include <linux/kvm.h>
 
 #include <cstdint>
@@ -113,6 +114,18 @@ TEST(CpuidForVcpuTest, OtherLeavesAreUntouched) {
     EXPECT_EQ(after->ecx, before->ecx) << function;
     EXPECT_EQ(after->edx, before->edx) << function;
   }
+}
+
+TEST(AnnounceTscDeadlineTimerTest, SetsLeaf1Ecx24Only) {
+  std::vector<kvm_cpuid_entry2> cpuid = {Entry(0, 0, 0xd, 1, 2, 3),
+                                         Entry(1, 0, 4, 5, 0x80000001, 6)};
+  AnnounceTscDeadlineTimer(cpuid);
+  EXPECT_EQ(cpuid[1].ecx, 0x80000001u | (1u << 24));
+  EXPECT_EQ(cpuid[1].eax, 4u);
+  EXPECT_EQ(cpuid[1].edx, 6u);
+  EXPECT_EQ(cpuid[0].ecx, 2u);
+  // The per-vCPU adjustment keeps it.
+  EXPECT_TRUE(Find(CpuidForVcpu(cpuid, 1, 2), 1)->ecx & (1u << 24));
 }
 
 }  // namespace

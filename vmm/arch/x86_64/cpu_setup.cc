@@ -123,6 +123,13 @@ std::vector<kvm_cpuid_entry2> CpuidForVcpu(std::vector<kvm_cpuid_entry2> entries
   return entries;
 }
 
+void AnnounceTscDeadlineTimer(std::vector<kvm_cpuid_entry2>& cpuid) {
+  constexpr uint32_t kTscDeadlineTimer = 1u << 24;
+  for (kvm_cpuid_entry2& e : cpuid) {
+    if (e.function == 1) e.ecx |= kTscDeadlineTimer;
+  }
+}
+
 absl::Status ConfigureVcpu(Vcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported_cpuid,
                            uint32_t num_vcpus) {
   RETURN_IF_ERROR(vcpu.SetCpuid(CpuidForVcpu(supported_cpuid, vcpu.id(), num_vcpus)));

@@ -20,6 +20,12 @@ namespace kapsel::vmm::x86 {
 std::vector<kvm_cpuid_entry2> CpuidForVcpu(std::vector<kvm_cpuid_entry2> supported, uint32_t id,
                                            uint32_t num_vcpus);
 
+// Announces the TSC-deadline timer (CPUID.1:ECX[24]) in `cpuid`. KVM's in-kernel LAPIC emulates it
+// when KVM_CAP_TSC_DEADLINE_TIMER is present, but KVM_GET_SUPPORTED_CPUID never lists it (KVM's
+// api.rst, "CPUID bits"). A Linux guest that sees it skips calibrating the LAPIC timer against the
+// PIT, a fixed 100 ms wait at boot.
+void AnnounceTscDeadlineTimer(std::vector<kvm_cpuid_entry2>& cpuid);
+
 // CPUID, MSRs, FPU and LAPIC (LINT0 ExtINT, LINT1 NMI) for any vCPU.
 absl::Status ConfigureVcpu(Vcpu& vcpu, const std::vector<kvm_cpuid_entry2>& supported_cpuid,
                            uint32_t num_vcpus);
