@@ -53,8 +53,8 @@ using ::kapsel::vmm::virtio::testing::TestTap;
 
 constexpr uint64_t Bit(int bit) { return uint64_t{1} << bit; }
 // What the driver of most tests accepts: no offloads.
-constexpr uint64_t kFeatures =
-    Bit(VIRTIO_F_VERSION_1) | Bit(kVirtioNetFMac) | Bit(kVirtioNetFStatus) | Bit(kVirtioNetFMtu);
+constexpr uint64_t kFeatures = Bit(VIRTIO_F_VERSION_1) | Bit(kVirtioRingFIndirectDesc) |
+                               Bit(kVirtioNetFMac) | Bit(kVirtioNetFStatus) | Bit(kVirtioNetFMtu);
 // The offloads the device offers, spelled out here rather than taken from net_offload.h.
 constexpr uint64_t kOffloadFeatures = Bit(kVirtioNetFCsum) | Bit(kVirtioNetFGuestCsum) |
                                       Bit(kVirtioNetFGuestTso4) | Bit(kVirtioNetFGuestTso6) |
@@ -355,6 +355,26 @@ TEST_F(NetDeviceTest, RxIntoAChainOfManyPieces) {
   std::memcpy(&h, bytes.data(), sizeof(h));
   EXPECT_EQ(h.num_buffers, 1);
   EXPECT_EQ(std::vector<uint8_t>(bytes.begin() + kNetHeaderSize, bytes.end()), frame);
+}
+
+TEST_F(NetDeviceTest, RxIntoAnIndirectChain) {
+  // How Linux posts its big rx buffers when it took INDIRECT_DESC: one ring slot, a table of
+  // pieces (header, then pages).
+  constexpr GuestAddress kTable = 0x9000;
+  const uint16_t head = rx_.AddIndirectChain(kTable, {{kRxData, kNetHeaderSize, true},
+                                                      {kRxData + 0x100, 100, true},
+                                                      {kRxData + 0x400, 1000, true}});
+  rx_.Publish(head);
+  NotifyRx();
+  const std::vector<uint8_t> frame = TestFrame(700, 3);
+  ASSERT_TRUE(tap_->Inject(frame).ok());
+  ASSERT_TRUE(WaitRxUsed(1));
+  ASSERT_EQ(rx_.Used(0).id, head);
+  ASSERT_EQ(rx_.Used(0).len, kNetHeaderSize + frame.size());
+  std::vector<uint8_t> bytes(frame.size());
+  ASSERT_TRUE(memory_->Read(kRxData + 0x100, bytes.data(), 100).ok());
+  ASSERT_TRUE(memory_->Read(kRxData + 0x400, bytes.data() + 100, frame.size() - 100).ok());
+  EXPECT_EQ(bytes, frame);
 }
 
 // CPU time the event loop thread has used.

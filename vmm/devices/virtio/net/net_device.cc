@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "vmm/devices/virtio/chain_io.h"
+#include "vmm/devices/virtio/ring_abi.h"
 
 namespace kapsel::vmm::virtio {
 namespace {
@@ -66,7 +67,11 @@ NetDevice::~NetDevice() {
 uint32_t NetDevice::device_type() const { return VIRTIO_ID_NET; }
 
 uint64_t NetDevice::device_features() const {
-  uint64_t features = (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << kVirtioNetFMac) |
+  // Indirect descriptors: a Linux driver that took GUEST_TSO without MRG_RXBUF posts each rx
+  // buffer as a chain of 19 (header + 17 pages + ...); direct, 256 ring slots hold only 13 of
+  // them, and the small frames of a stream (its ACKs) then starve for buffers.
+  uint64_t features = (uint64_t{1} << VIRTIO_F_VERSION_1) |
+                      (uint64_t{1} << kVirtioRingFIndirectDesc) | (uint64_t{1} << kVirtioNetFMac) |
                       (uint64_t{1} << kVirtioNetFStatus) | kNetOffloadFeatures;
   if (mtu_ != 0) features |= uint64_t{1} << kVirtioNetFMtu;
   return features;
