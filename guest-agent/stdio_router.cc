@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -106,6 +107,13 @@ void Copy(int from, int to) {
 StdioRouter::~StdioRouter() { Shutdown(); }
 
 absl::Status StdioRouter::Start(UniqueFd listener) {
+  // Non-blocking, so a connection that goes away between poll and accept cannot block the loop.
+  const int flags = fcntl(listener.get(), F_GETFL);
+  if (flags < 0 || fcntl(listener.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+    return ErrnoError("stdio listener: O_NONBLOCK");
+  }
+  wake_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake_fd_) return ErrnoError("stdio listener: eventfd");
   listener_ = std::move(listener);
   accept_thread_ = std::thread([this] { AcceptLoop(); });
   return absl::OkStatus();
@@ -117,8 +125,9 @@ void StdioRouter::AcceptLoop() {
       absl::MutexLock lock(&mu_);
       if (shutting_down_) return;
     }
-    pollfd pfd{listener_.get(), POLLIN, 0};
-    if (poll(&pfd, 1, 200) <= 0) continue;
+    // Shutdown wakes the poll through wake_fd_.
+    pollfd fds[2] = {{wake_fd_.get(), POLLIN, 0}, {listener_.get(), POLLIN, 0}};
+    if (poll(fds, 2, -1) <= 0 || fds[0].revents != 0) continue;
     UniqueFd connection(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (connection) HandleConnection(std::move(connection));
   }
@@ -234,6 +243,11 @@ void StdioRouter::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
     shutting_down_ = true;
+  }
+  if (wake_fd_) {
+    const uint64_t one = 1;
+    while (write(wake_fd_.get(), &one, sizeof(one)) < 0 && errno == EINTR) {
+    }
   }
   // The accept thread may still be spawning copiers: stop it first, then cut and join them.
   if (accept_thread_.joinable()) accept_thread_.join();

@@ -36,6 +36,7 @@ class StdioRouter {
 
   ProcessTable* processes_;
   UniqueFd listener_;
+  UniqueFd wake_fd_;  // an eventfd: written by Shutdown to wake the accept loop
   std::thread accept_thread_;
   absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
