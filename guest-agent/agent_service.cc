@@ -82,9 +82,11 @@ absl::Status AgentService::Register(ttrpc::Server& server) {
   RETURN_IF_ERROR((Add<CreateSandboxRequest, Empty>(
       server, "CreateSandbox",
       [this](const CreateSandboxRequest& r) { return CreateSandbox(r); })));
-  RETURN_IF_ERROR((Add<DestroySandboxRequest, Empty>(
-      server, "DestroySandbox",
-      [this](const DestroySandboxRequest& r) { return DestroySandbox(r); })));
+  RETURN_IF_ERROR((server.RegisterMethod<DestroySandboxRequest, Empty>(
+      kAgentService, "DestroySandbox",
+      [this](const DestroySandboxRequest& r, const ttrpc::CallContext& c) {
+        return DestroySandbox(r, c);
+      })));
   RETURN_IF_ERROR((server.RegisterMethod<ProcessRequest, WaitProcessResponse>(
       kAgentService, "WaitProcess",
       [this](const ProcessRequest& r, const ttrpc::CallContext& c) { return WaitProcess(r, c); })));
@@ -144,8 +146,10 @@ absl::StatusOr<v1::Empty> AgentService::CreateSandbox(const v1::CreateSandboxReq
   return v1::Empty();
 }
 
-absl::StatusOr<v1::Empty> AgentService::DestroySandbox(const v1::DestroySandboxRequest&) {
-  if (options_.on_destroy) options_.on_destroy();
+absl::StatusOr<v1::Empty> AgentService::DestroySandbox(const v1::DestroySandboxRequest&,
+                                                       const ttrpc::CallContext& context) {
+  // Once the answer is out: stopping closes the connections.
+  if (options_.on_destroy) context.RunAfterResponse(options_.on_destroy);
   return v1::Empty();
 }
 

@@ -26,7 +26,8 @@ inline constexpr uint32_t kApiVersion = 1;
 struct AgentOptions {
   // Running as the VM's init: sandbox-level RPCs change the guest (hostname, mounts, power).
   bool is_init = false;
-  // Called by DestroySandbox: the agent should stop (and, as init, power the VM off).
+  // Called once DestroySandbox has answered: the agent should stop (and, as init, power the VM
+  // off).
   std::function<void()> on_destroy;
   // Where container cgroups are created (the guest's cgroup2 mount in a VM).
   std::string cgroup_root = "/sys/fs/cgroup";
@@ -44,7 +45,8 @@ class AgentService {
 
   absl::StatusOr<v1::HealthResponse> Health(const v1::HealthRequest& request);
   absl::StatusOr<v1::Empty> CreateSandbox(const v1::CreateSandboxRequest& request);
-  absl::StatusOr<v1::Empty> DestroySandbox(const v1::DestroySandboxRequest& request);
+  absl::StatusOr<v1::Empty> DestroySandbox(const v1::DestroySandboxRequest& request,
+                                           const ttrpc::CallContext& context);
   absl::StatusOr<v1::WaitProcessResponse> WaitProcess(const v1::ProcessRequest& request,
                                                       const ttrpc::CallContext& context);
   absl::StatusOr<v1::Empty> SignalProcess(const v1::SignalProcessRequest& request);

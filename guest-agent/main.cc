@@ -92,7 +92,8 @@ int Run(int argc, char** argv) {
   }
 
   ProcessTable processes;
-  // DestroySandbox or (outside a VM) SIGTERM/SIGINT stop the agent; the first request counts.
+  // DestroySandbox (once answered) or (outside a VM) SIGTERM/SIGINT stop the agent; the first
+  // request counts.
   absl::Notification stop;
   std::atomic<bool> stopping{false};
   auto request_stop = [&stop, &stopping] {
@@ -148,8 +149,6 @@ int Run(int argc, char** argv) {
     signal_waiter.join();
   }
   Log("shutting down");
-  // Let the DestroySandbox answer leave before the connections close.
-  usleep(50 * 1000);
   server.Shutdown();
   service.DestroyAll();
   stdio.Shutdown();

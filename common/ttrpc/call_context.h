@@ -4,6 +4,7 @@
 #define KAPSEL_COMMON_TTRPC_CALL_CONTEXT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,6 +43,13 @@ struct CallContext {
   // Blocks until cancelled or `until`, whichever is first; true when cancelled. Handlers that wait
   // for something slow should wait through this so server shutdown is prompt.
   bool WaitForCancellation(absl::Time until) const;
+
+  // Leaves `fn` for after the response: the server runs it on the handler's thread once the
+  // response was written (or writing it failed), in the order given. For an effect that must not
+  // overtake the answer, such as shutting the server down.
+  void RunAfterResponse(std::function<void()> fn) const { after_response.push_back(std::move(fn)); }
+  // What RunAfterResponse left; the server runs it (mutable: handlers see the context as const).
+  mutable std::vector<std::function<void()>> after_response;
 };
 
 }  // namespace kapsel::ttrpc

@@ -91,6 +91,7 @@ void ServerConnection::Run(InboundRequest request) {
     absl::StatusOr<std::string> result = registry_->Invoke(request.payload, request.context);
     Send(request.stream_id, result.ok() ? EncodeResponse(absl::OkStatus(), *result)
                                         : EncodeResponse(result.status(), ""));
+    for (std::function<void()>& fn : request.context.after_response) fn();
   }
   absl::MutexLock lock(&mu_);
   if (--in_flight_ == 0 && reader_done_) ::shutdown(fd_.get(), SHUT_RDWR);

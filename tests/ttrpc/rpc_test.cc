@@ -296,6 +296,39 @@ TEST_F(RpcTest, ShutdownWithCallsInFlight) {
   server_.Shutdown();  // idempotent
 }
 
+TEST_F(RpcTest, RunAfterResponseRunsOnceTheAnswerIsOut) {
+  // The hook waits for the client to have its answer: had it run before the answer was written,
+  // the client would still be waiting when the hook gives up.
+  absl::Notification client_answered, hook_done;
+  std::vector<std::string> order;
+  bool answer_was_out = false;
+  ASSERT_TRUE((server_.RegisterMethod<EchoRequest, EchoResponse>(
+                   kEchoService, "Then",
+                   [&](const EchoRequest& request, const CallContext& context) {
+                     context.RunAfterResponse([&] {
+                       answer_was_out =
+                           client_answered.WaitForNotificationWithTimeout(absl::Seconds(10));
+                       order.push_back("first");
+                     });
+                     context.RunAfterResponse([&] {
+                       order.push_back("second");
+                       hook_done.Notify();
+                     });
+                     EchoResponse response;
+                     response.set_text(request.text());
+                     return response;
+                   }))
+                  .ok());
+  std::unique_ptr<Client> client = Connect();
+  EchoResponse response;
+  ASSERT_TRUE(client->Call(kEchoService, "Then", Text("x"), &response).ok());
+  EXPECT_EQ(response.text(), "x");
+  client_answered.Notify();
+  ASSERT_TRUE(hook_done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  EXPECT_TRUE(answer_was_out);
+  EXPECT_EQ(order, (std::vector<std::string>{"first", "second"}));
+}
+
 TEST_F(RpcTest, ClientCloseFailsPendingCalls) {
   std::unique_ptr<Client> client = Connect();
   std::thread caller([&] {
