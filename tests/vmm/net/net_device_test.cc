@@ -623,16 +623,7 @@ class NetOffloadTest : public NetDeviceTest {
     spec.seq = seq;
     spec.seed = static_cast<uint8_t>(seq);
     spec.full_checksum = false;
-    KapselVirtioNetHdr h{};
-    h.flags = kVirtioNetHdrFNeedsCsum;
-    h.csum_start = testing::kTcpCsumStart;
-    h.csum_offset = testing::kTcpCsumOffset;
-    if (gso_size != 0) {
-      h.gso_type = kVirtioNetHdrGsoTcpv4;
-      h.gso_size = gso_size;
-      h.hdr_len = testing::kTcpHeadersLen;
-    }
-    return {h, TcpFrame(spec)};
+    return {testing::TcpOffloadHeader(gso_size), TcpFrame(spec)};
   }
 };
 
@@ -733,14 +724,7 @@ TEST_F(NetOffloadTest, RxLargeCoalescedFrameReachesTheGuestWhole) {
   spec.payload_size = 65535 - testing::kTcpHeadersLen;
   spec.full_checksum = false;
   const std::vector<uint8_t> frame = TcpFrame(spec);
-  KapselVirtioNetHdr h{};
-  h.flags = kVirtioNetHdrFNeedsCsum;
-  h.gso_type = kVirtioNetHdrGsoTcpv4;
-  h.gso_size = 1448;
-  h.hdr_len = testing::kTcpHeadersLen;
-  h.csum_start = testing::kTcpCsumStart;
-  h.csum_offset = testing::kTcpCsumOffset;
-  ASSERT_TRUE(host->Send(h, frame).ok());
+  ASSERT_TRUE(host->Send(testing::TcpOffloadHeader(1448), frame).ok());
   ASSERT_TRUE(WaitRxUsed(1));
   ASSERT_EQ(rx_.Used(0).len, kNetHeaderSize + frame.size());
   auto [got_header, got] = ReadBigRx(rx_.Used(0).len);
@@ -798,14 +782,7 @@ TEST_F(NetDeviceTest, GsoFrameFromTheHostArrivesSegmentedWithoutOffloads) {
   spec.payload_size = 20000;
   spec.full_checksum = false;
   const std::vector<uint8_t> frame = TcpFrame(spec);
-  KapselVirtioNetHdr h{};
-  h.flags = kVirtioNetHdrFNeedsCsum;
-  h.gso_type = kVirtioNetHdrGsoTcpv4;
-  h.gso_size = 1448;
-  h.hdr_len = testing::kTcpHeadersLen;
-  h.csum_start = testing::kTcpCsumStart;
-  h.csum_offset = testing::kTcpCsumOffset;
-  ASSERT_TRUE(host->Send(h, frame).ok());
+  ASSERT_TRUE(host->Send(testing::TcpOffloadHeader(1448), frame).ok());
   ASSERT_TRUE(WaitRxUsed(14));  // ceil(20000 / 1448)
   std::vector<uint8_t> payload;
   for (uint16_t i = 0; i < 14; ++i) {
@@ -831,13 +808,7 @@ TEST_F(NetDeviceTest, RxFrameWithOffloadsTheGuestDidNotAcceptIsDropped) {
   TcpFrameSpec spec;
   spec.payload_size = 20000;
   spec.full_checksum = false;
-  KapselVirtioNetHdr h{};
-  h.flags = kVirtioNetHdrFNeedsCsum;
-  h.gso_type = kVirtioNetHdrGsoTcpv4;
-  h.gso_size = 1448;
-  h.csum_start = testing::kTcpCsumStart;
-  h.csum_offset = testing::kTcpCsumOffset;
-  ASSERT_TRUE(host->Send(h, TcpFrame(spec)).ok());
+  ASSERT_TRUE(host->Send(testing::TcpOffloadHeader(1448), TcpFrame(spec)).ok());
   const std::vector<uint8_t> later = TestFrame(200, 5);
   ASSERT_TRUE(tap_->Inject(later).ok());
   PostBigRx();  // large enough for the GSO frame: size is not why it is dropped

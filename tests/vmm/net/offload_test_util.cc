@@ -64,6 +64,19 @@ absl::Status Ethtool(const std::string& name, void* request) {
 
 }  // namespace
 
+KapselVirtioNetHdr TcpOffloadHeader(uint16_t gso_size) {
+  KapselVirtioNetHdr h{};
+  h.flags = kVirtioNetHdrFNeedsCsum;
+  h.csum_start = kTcpCsumStart;
+  h.csum_offset = kTcpCsumOffset;
+  if (gso_size != 0) {
+    h.gso_type = kVirtioNetHdrGsoTcpv4;
+    h.gso_size = gso_size;
+    h.hdr_len = kTcpHeadersLen;
+  }
+  return h;
+}
+
 std::vector<uint8_t> TcpPayload(const TcpFrameSpec& spec) {
   std::vector<uint8_t> payload(spec.payload_size);
   for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(spec.seed + i);

@@ -42,6 +42,10 @@ std::vector<uint8_t> TcpFrame(const TcpFrameSpec& spec);
 // The payload TcpFrame puts into a frame.
 std::vector<uint8_t> TcpPayload(const TcpFrameSpec& spec);
 
+// The virtio-net header of a TcpFrame (full_checksum = false) whose checksum is left to the
+// receiver (NEEDS_CSUM) and, with a gso_size, its segmentation too (GSO TCPv4).
+KapselVirtioNetHdr TcpOffloadHeader(uint16_t gso_size);
+
 // One TCP/IPv4 segment as received. Empty optional for anything else (other EtherTypes, IPv4
 // with options or fragments, other protocols).
 struct TcpSegment {
