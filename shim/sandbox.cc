@@ -2,12 +2,10 @@
 
 #include <signal.h>
 #include <sys/mount.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -19,32 +17,13 @@
 #include "shim/files.h"
 #include "shim/log.h"
 #include "shim/mounts.h"
+#include "shim/virtiofsd.h"
 
 namespace kapsel::shim {
 namespace {
 
 constexpr char kAgentService[] = "kapsel.agent.v1.Agent";
 constexpr uint32_t kAgentPort = 1024;
-
-// What virtiofsd (qemu 7.2) prints on stderr once it listens.
-constexpr char kVirtiofsdListening[] = "Waiting for vhost-user socket connection";
-
-// Polls `ready` until it holds, `child` exits, or `timeout`; errors say "<child> did not <what>".
-absl::Status WaitForChild(ChildProcess& child, const std::string& what, absl::Duration timeout,
-                          const std::function<bool()>& ready) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!ready()) {
-    if (std::optional<int> code = child.Wait(absl::Milliseconds(10))) {
-      return absl::UnavailableError(
-          absl::StrCat(child.name(), " exited with status ", *code, " before it could ", what));
-    }
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat(child.name(), " did not ", what, " within ", absl::FormatDuration(timeout)));
-    }
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -104,28 +83,11 @@ absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const 
     return ErrnoError(absl::StrCat("make ", paths_.shared, " a shared mount"));
   }
 
-  ASSIGN_OR_RETURN(
-      virtiofsd_,
-      ChildProcess::Spawn({config.virtiofsd, absl::StrCat("--socket-path=", paths_.fs_socket), "-o",
-                           absl::StrCat("source=", paths_.shared), "-o",
-                           absl::StrCat("cache=", config.virtiofsd_cache)},
-                          paths_.virtiofsd_log));
+  // virtiofsd and kapsel-vmm start together: virtiofsd's socket accepts from the start, and
+  // kapsel-vmm's first vhost-user request waits for its answer.
+  ASSIGN_OR_RETURN(virtiofsd_,
+                   StartVirtiofsd(config, paths_.shared, paths_.fs_socket, paths_.virtiofsd_log));
   RETURN_IF_ERROR(WriteFile(paths_.virtiofsd_pid, absl::StrCat(virtiofsd_->pid())));
-  // virtiofsd serves a single connection, so it cannot be probed by connecting; its socket file
-  // exists a moment before it listens, and it says when it does.
-  const std::string& log = paths_.virtiofsd_log;
-  const std::string& socket = paths_.fs_socket;
-  absl::Status listening =
-      WaitForChild(*virtiofsd_, absl::StrCat("create ", socket), absl::Seconds(10), [&socket] {
-        struct stat st;
-        return stat(socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
-      });
-  if (listening.ok()) {
-    listening = WaitForChild(
-        *virtiofsd_, absl::StrCat("say '", kVirtiofsdListening, "'"), absl::Seconds(10),
-        [&log] { return ReadTail(log, 64 * 1024).find(kVirtiofsdListening) != std::string::npos; });
-  }
-  if (!listening.ok()) return Annotate(listening, ReadTail(log, 1024));
 
   std::vector<std::string> argv = {config.vmm,
                                    "--kernel",
@@ -169,9 +131,17 @@ absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const 
   absl::Status last = absl::UnavailableError("no attempt");
   while (true) {
     if (std::optional<int> code = vmm_->Wait(absl::ZeroDuration())) {
-      return absl::UnavailableError(
-          absl::StrCat("kapsel-vmm exited with status ", *code,
-                       " before the agent answered: ", ReadTail(paths_.vmm_log, 1024)));
+      std::string error =
+          absl::StrCat("kapsel-vmm exited with status ", *code, " before the agent answered: ",
+                       absl::StripTrailingAsciiWhitespace(ReadTail(paths_.vmm_log, 1024)));
+      // kapsel-vmm fails when virtiofsd failed first (it could not connect, or its connection
+      // closed): say why.
+      if (std::optional<int> fsd = virtiofsd_->Wait(absl::ZeroDuration()); fsd && *fsd != 0) {
+        const std::string log = ReadTail(paths_.virtiofsd_log, 1024);
+        absl::StrAppend(&error, "; virtiofsd exited with status ", *fsd, ": ",
+                        log.empty() ? "(no output)" : absl::StripTrailingAsciiWhitespace(log));
+      }
+      return absl::UnavailableError(error);
     }
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(absl::StrCat("the guest agent did not answer within ",
