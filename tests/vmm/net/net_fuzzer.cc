@@ -165,7 +165,7 @@ class Fixture {
   }
 
   // A fresh start with the offloads the input picks: all, none, or any subset (which may hold
-  // two the device does not offer).
+  // two the device does not offer); and EVENT_IDX or not.
   void Start(Input& in) {
     std::vector<uint8_t> zeros(0x4000);
     (void)memory_->Write(0x1000, zeros.data(), zeros.size());  // both rings
@@ -175,6 +175,7 @@ class Fixture {
     for (size_t i = 0; i < std::size(kOffloadBits); ++i) {
       if ((subset >> i) & 1) features |= uint64_t{1} << kOffloadBits[i];
     }
+    if ((mode & 4) != 0) features |= uint64_t{1} << kVirtioRingFEventIdx;
     fuzzing::Start(*transport_, features, absl::MakeSpan(rings_));
   }
 

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "tests/vmm/virtio/virtio_test_util.h"
 #include "vmm/devices/virtio/mmio_transport.h"
+#include "vmm/devices/virtio/ring_abi.h"
 
 namespace kapsel::vmm::virtio {
 namespace {
@@ -24,8 +25,9 @@ using ::kapsel::vmm::virtio::testing::MakeGuestMemory;
 using ::kapsel::vmm::virtio::testing::MmioDriver;
 using ::kapsel::vmm::virtio::testing::RecordingInterrupt;
 
-constexpr uint64_t kFeatures =
-    (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << VIRTIO_BALLOON_F_REPORTING);
+constexpr uint64_t kFeatures = (uint64_t{1} << VIRTIO_F_VERSION_1) |
+                               (uint64_t{1} << kVirtioRingFEventIdx) |
+                               (uint64_t{1} << VIRTIO_BALLOON_F_REPORTING);
 constexpr uint64_t kPage = 4096;
 
 class BalloonDeviceTest : public ::testing::Test {
@@ -88,6 +90,7 @@ TEST_F(BalloonDeviceTest, ReportedPagesGoBackToTheHost) {
   reporting_.Publish(
       reporting_.AddChain({{kData, 2 * kPage, true}, {kData + 3 * kPage, kPage, true}}));
   const int64_t before = AllocatedBytes();
+  ASSERT_TRUE(reporting_.TakeNotifyNeeded());
   transport_.NotifyQueue(BalloonDevice::kReportingQueue);
   ASSERT_EQ(reporting_.UsedIdx(), 1);
   EXPECT_EQ(reporting_.Used(0).len, 0u);
@@ -106,6 +109,7 @@ TEST_F(BalloonDeviceTest, HostileReportsDropNothingElse) {
   reporting_.Publish(reporting_.AddChain({{kData + 1, kPage, true}}));
   reporting_.Publish(reporting_.AddChain({{kData, kPage / 2, true}}));
   reporting_.Publish(reporting_.AddChain({{kData, kPage, false}}));
+  ASSERT_TRUE(reporting_.TakeNotifyNeeded());
   transport_.NotifyQueue(BalloonDevice::kReportingQueue);
   EXPECT_EQ(reporting_.UsedIdx(), 3);
   EXPECT_EQ(device_->discarded_bytes(), 0u);

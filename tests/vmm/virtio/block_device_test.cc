@@ -31,9 +31,9 @@ using ::kapsel::vmm::virtio::testing::UsedElem;
 using ::testing::HasSubstr;
 
 constexpr uint64_t kSectors = 64;
-constexpr uint64_t kFeatures = (uint64_t{1} << VIRTIO_F_VERSION_1) |
-                               (uint64_t{1} << kVirtioRingFIndirectDesc) |
-                               (uint64_t{1} << VIRTIO_BLK_F_FLUSH);
+constexpr uint64_t kFeatures =
+    (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << kVirtioRingFIndirectDesc) |
+    (uint64_t{1} << kVirtioRingFEventIdx) | (uint64_t{1} << VIRTIO_BLK_F_FLUSH);
 // Guest buffers.
 constexpr GuestAddress kHeader = kData;
 constexpr GuestAddress kStatus = kData + 0x100;
@@ -73,6 +73,8 @@ class BlockDeviceTest : public ::testing::Test {
   // Publishes a chain, notifies, and returns its used element.
   UsedElem Submit(const std::vector<Buffer>& buffers) {
     queue_.Publish(queue_.AddChain(buffers));
+    // EVENT_IDX: the device, having processed everything before, asked for this notification.
+    EXPECT_TRUE(queue_.TakeNotifyNeeded());
     transport_->NotifyQueue(0);
     EXPECT_EQ(queue_.UsedIdx(), ++completed_);
     return queue_.Used(static_cast<uint16_t>(completed_ - 1));
@@ -125,6 +127,7 @@ TEST_F(BlockDeviceTest, IdentityFeaturesAndConfig) {
   EXPECT_NE(features & (uint64_t{1} << VIRTIO_F_VERSION_1), 0u);
   EXPECT_NE(features & (uint64_t{1} << VIRTIO_BLK_F_FLUSH), 0u);
   EXPECT_NE(features & (uint64_t{1} << VIRTIO_BLK_F_SEG_MAX), 0u);
+  EXPECT_NE(features & (uint64_t{1} << kVirtioRingFEventIdx), 0u);
   EXPECT_EQ(features & (uint64_t{1} << VIRTIO_BLK_F_RO), 0u);
   uint64_t capacity = 0;
   transport_->Read(0x100 + offsetof(virtio_blk_config, capacity),
@@ -368,6 +371,16 @@ TEST_F(BlockDeviceTest, ManyRequestsOneNotify) {
   }
   EXPECT_EQ(GuestBytes(kBuf, 8 * 512), Pattern(0, 8 * 512));
   EXPECT_EQ(irq_.triggers, 1);
+}
+
+TEST_F(BlockDeviceTest, UsedEventChoosesWhichCompletionInterrupts) {
+  Start();
+  queue_.SetUsedEvent(2);  // interrupt once the third request is used
+  for (int i = 0; i < 4; ++i) {
+    WriteHeader(VIRTIO_BLK_T_IN, 0);
+    Submit({{kHeader, 16, false}, {kBuf, 512, true}, {kStatus, 1, true}});
+    EXPECT_EQ(irq_.triggers, i < 2 ? 0 : 1) << "after request " << i;
+  }
 }
 
 TEST(BlockDeviceFdTest, CapacityRoundsDown) {

@@ -23,8 +23,9 @@ using ::kapsel::vmm::virtio::testing::MakeGuestMemory;
 using ::kapsel::vmm::virtio::testing::MmioDriver;
 using ::kapsel::vmm::virtio::testing::RecordingInterrupt;
 
-constexpr uint64_t kFeatures =
-    (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << kVirtioRingFIndirectDesc);
+constexpr uint64_t kFeatures = (uint64_t{1} << VIRTIO_F_VERSION_1) |
+                               (uint64_t{1} << kVirtioRingFIndirectDesc) |
+                               (uint64_t{1} << kVirtioRingFEventIdx);
 
 class RngDeviceTest : public ::testing::Test {
  protected:

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
+#include <utility>
 
 #include "gtest/gtest.h"
 #include "vmm/devices/virtio/ring_abi.h"
@@ -80,6 +82,32 @@ void FakeDriver::SetAvailIdx(uint16_t idx) {
 
 void FakeDriver::SetAvailFlags(uint16_t flags) {
   EXPECT_TRUE(memory_.WriteObj<uint16_t>(avail_, flags).ok());
+}
+
+void FakeDriver::SetUsedEvent(uint16_t idx) {
+  EXPECT_TRUE(memory_.WriteObj<uint16_t>(avail_ + 4 + 2 * uint64_t{size_}, idx).ok());
+}
+
+uint16_t FakeDriver::AvailEvent() const {
+  absl::StatusOr<uint16_t> idx = memory_.ReadObj<uint16_t>(used_ + 4 + 8 * uint64_t{size_});
+  EXPECT_TRUE(idx.ok());
+  return idx.value_or(0);
+}
+
+void FakeDriver::SetAvailEvent(uint16_t idx) {
+  EXPECT_TRUE(memory_.WriteObj<uint16_t>(used_ + 4 + 8 * uint64_t{size_}, idx).ok());
+}
+
+bool FakeDriver::NotifyNeeded(uint16_t old) const {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // The form of Linux's vring_need_event (kept different from the device's own spelling).
+  return static_cast<uint16_t>(avail_idx_ - AvailEvent() - 1) <
+         static_cast<uint16_t>(avail_idx_ - old);
+}
+
+bool FakeDriver::TakeNotifyNeeded() {
+  const uint16_t old = std::exchange(notify_checked_idx_, avail_idx_);
+  return NotifyNeeded(old);
 }
 
 void FakeDriver::Publish(uint16_t head) {

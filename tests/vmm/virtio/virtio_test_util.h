@@ -81,6 +81,20 @@ class FakeDriver {
   void SetAvailIdx(uint16_t idx);
   void SetAvailEntry(uint16_t slot, uint16_t head);
   void SetAvailFlags(uint16_t flags);
+  uint16_t avail_idx() const { return avail_idx_; }
+
+  // VIRTIO_RING_F_EVENT_IDX: the driver's used_event (after the available ring's entries) and the
+  // device's avail_event (after the used ring's entries).
+  void SetUsedEvent(uint16_t idx);
+  uint16_t AvailEvent() const;
+  void SetAvailEvent(uint16_t idx);
+  // Under EVENT_IDX, whether a driver whose available index went from `old` to avail_idx() must
+  // notify the device: avail_event is among old, ..., avail_idx() - 1 (virtio 1.2, 2.7.10).
+  // (Issues a full fence first, as a driver must between publishing and reading avail_event.)
+  bool NotifyNeeded(uint16_t old) const;
+  // NotifyNeeded for what was published since the last call: a driver under EVENT_IDX notifies
+  // the device when this is true.
+  bool TakeNotifyNeeded();
 
   uint16_t UsedIdx() const;
   UsedElem Used(uint16_t slot) const;
@@ -94,6 +108,7 @@ class FakeDriver {
   GuestAddress desc_, avail_, used_;
   uint16_t next_free_ = 0;
   uint16_t avail_idx_ = 0;
+  uint16_t notify_checked_idx_ = 0;  // avail_idx_ at the last TakeNotifyNeeded
 };
 
 // Programs a transport through its registers, as the Linux virtio-mmio driver does.

@@ -49,14 +49,14 @@ constexpr uint64_t kQueueUsedHigh = 0xa4;
 
 struct Header {
   uint8_t size_log2;  // queue size 1 << (size_log2 % 9), unless kRawSize
-  uint8_t flags;      // kIndirect, kRawSize, kRawAddresses, kNoInterrupt
+  uint8_t flags;      // kIndirect, kRawSize, kRawAddresses, kNoInterrupt, kStructured, kEventIdx
   uint16_t raw_size;
   uint16_t avail_idx;       // written to the available ring's idx before the first notify
   uint16_t avail_idx_step;  // added before each further notify
   uint8_t notifies;         // 1 + notifies % 4 notifications
   uint8_t register_writes;  // register_writes % 8 (offset, value) pairs at the end of the input
-  uint16_t unused;
-  uint32_t desc;  // addresses when kRawAddresses
+  uint16_t used_event;      // written after the available ring's entries (read with kEventIdx)
+  uint32_t desc;            // addresses when kRawAddresses
   uint32_t avail;
   uint32_t used;
 };
@@ -67,6 +67,7 @@ constexpr uint8_t kRawSize = 2;
 constexpr uint8_t kRawAddresses = 4;
 constexpr uint8_t kNoInterrupt = 8;
 constexpr uint8_t kStructured = 16;
+constexpr uint8_t kEventIdx = 32;  // negotiate VIRTIO_RING_F_EVENT_IDX
 
 // Structured mode: one descriptor. Buffers go above kBufferBase (the rings of a queue of up to
 // 256 entries packed from address 0 end below it).
@@ -167,6 +168,7 @@ int FuzzOne(const uint8_t* data, size_t size) {
   if ((h.flags & kNoInterrupt) != 0) {
     (void)memory.WriteObj<uint16_t>(avail, kVringAvailFNoInterrupt);
   }
+  (void)memory.WriteObj<uint16_t>(avail + 4 + 2 * uint64_t{queue_size}, h.used_event);
 
   // The driver's initialization sequence (3.1.1), from a reset.
   MmioTransport& t = *env->transport;
@@ -176,7 +178,8 @@ int FuzzOne(const uint8_t* data, size_t size) {
   Write32(t, kDeviceFeaturesSel, 0);
   const uint64_t features =
       (uint64_t{1} << 32) |
-      ((h.flags & kIndirect) != 0 ? uint64_t{1} << kVirtioRingFIndirectDesc : 0);
+      ((h.flags & kIndirect) != 0 ? uint64_t{1} << kVirtioRingFIndirectDesc : 0) |
+      ((h.flags & kEventIdx) != 0 ? uint64_t{1} << kVirtioRingFEventIdx : 0);
   Write32(t, kDriverFeaturesSel, 0);
   Write32(t, kDriverFeatures, static_cast<uint32_t>(features));
   Write32(t, kDriverFeaturesSel, 1);

@@ -29,6 +29,7 @@
 #include "gtest/gtest.h"
 #include "tests/vmm/virtio/virtio_test_util.h"
 #include "vmm/devices/virtio/mmio_transport.h"
+#include "vmm/devices/virtio/ring_abi.h"
 #include "vmm/devices/virtio/vsock/packet.h"
 
 namespace kapsel::vmm::virtio {
@@ -42,7 +43,10 @@ using ::kapsel::vmm::virtio::testing::RecordingInterrupt;
 using vsock::PacketHeader;
 
 constexpr uint64_t kGuestCid = 3;
-constexpr uint64_t kFeatures = uint64_t{1} << VIRTIO_F_VERSION_1;
+// With EVENT_IDX, the tests notify only when the device asked for it
+// (FakeDriver::TakeNotifyNeeded).
+constexpr uint64_t kFeatures =
+    (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << kVirtioRingFEventIdx);
 constexpr uint16_t kQueueSize = 64;
 constexpr int kRxBuffers = 32;
 constexpr uint32_t kRxBufferSize = vsock::kHeaderSize + 4096;
@@ -220,7 +224,14 @@ class VsockDeviceTest : public ::testing::Test {
   // Posts `n` rx buffers (of kRxBufferSize) and notifies.
   void PostRxBuffers(int n = kRxBuffers) {
     for (int i = 0; i < n; ++i) PostRxBuffer(kRxData + 0x1100 * uint64_t(i % kRxBuffers));
-    transport_->NotifyQueue(VsockDevice::kRxQueue);
+    NotifyRx();
+  }
+  // Notify a queue if the device asked for it (EVENT_IDX), as a driver does.
+  void NotifyRx() {
+    if (rx_.TakeNotifyNeeded()) transport_->NotifyQueue(VsockDevice::kRxQueue);
+  }
+  void NotifyTx() {
+    if (tx_.TakeNotifyNeeded()) transport_->NotifyQueue(VsockDevice::kTxQueue);
   }
   void PostRxBuffer(GuestAddress addr) {
     const uint16_t head = rx_.AddChain({{addr, kRxBufferSize, true}});
@@ -248,7 +259,7 @@ class VsockDeviceTest : public ::testing::Test {
         reposted = true;
       }
     }
-    if (reposted) transport_->NotifyQueue(VsockDevice::kRxQueue);
+    if (reposted) NotifyRx();
   }
 
   // The next packet the device sent the guest, within kWait.
@@ -297,7 +308,7 @@ class VsockDeviceTest : public ::testing::Test {
     }
     const uint16_t used_before = tx_.UsedIdx();
     tx_.Publish(tx_.AddChain(chain));
-    transport_->NotifyQueue(VsockDevice::kTxQueue);
+    NotifyTx();
     EXPECT_EQ(tx_.UsedIdx(), static_cast<uint16_t>(used_before + 1));
   }
 
@@ -511,7 +522,7 @@ TEST_F(VsockDeviceTest, HostilePackets) {
   tx_.Publish(tx_.AddChain({{kTxHeader, 64, true}}));    // write-only
   tx_.SetDescriptor(60, kTxHeader, 44, 1 /*NEXT*/, 60);  // a loop
   tx_.Publish(60);
-  transport_->NotifyQueue(VsockDevice::kTxQueue);
+  NotifyTx();
   EXPECT_EQ(tx_.UsedIdx(), static_cast<uint16_t>(before + 3));
   ExpectNoRx();
   EXPECT_EQ(device_->muxer().num_connections(), 0u);

@@ -75,7 +75,9 @@ class Fixture {
   }
 
   void Run(const uint8_t* data, size_t size) {
-    Start();
+    // The last byte's low bit picks EVENT_IDX (read without consuming it, so the rest of the
+    // input means what it did before).
+    Start(size > 0 && (data[size - 1] & 1) != 0);
     size_t pos = 0;
     auto byte = [&]() -> uint8_t { return pos < size ? data[pos++] : 0; };
     while (pos < size) {
@@ -146,10 +148,12 @@ class Fixture {
     fuzzing::WriteRegister(*transport_, offset, value);
   }
 
-  void Start() {
+  void Start(bool event_idx) {
     std::vector<uint8_t> zeros(0x9000);
     (void)memory_->Write(0x1000, zeros.data(), zeros.size());  // all rings
-    fuzzing::Start(*transport_, uint64_t{1} << 32 /* VIRTIO_F_VERSION_1 */, absl::MakeSpan(rings_));
+    uint64_t features = uint64_t{1} << 32;                     // VIRTIO_F_VERSION_1
+    if (event_idx) features |= uint64_t{1} << kVirtioRingFEventIdx;
+    fuzzing::Start(*transport_, features, absl::MakeSpan(rings_));
   }
 
   // Adds a one- or two-buffer chain and publishes it.

@@ -34,6 +34,12 @@ struct UsedElement {
 };
 static_assert(sizeof(UsedElement) == kUsedEntry);
 
+// Whether an event index was passed when a ring index went from `old` to `now` (virtio 1.2,
+// 2.7.7.2 and 2.7.10): `event` is one of old, old + 1, ..., now - 1, modulo 2^16.
+bool EventPassed(uint16_t event, uint16_t now, uint16_t old) {
+  return static_cast<uint16_t>(event - old) < static_cast<uint16_t>(now - old);
+}
+
 absl::Status CheckRing(const GuestMemory& memory, const char* what, GuestAddress addr,
                        uint64_t align, uint64_t bytes) {
   if (addr % align != 0) {
@@ -64,12 +70,17 @@ absl::Status Queue::Activate(const GuestMemory* memory, uint64_t features) {
   used_host_ = *memory->Translate(used_ring_, UsedRingBytes(size_));
   memory_ = memory;
   indirect_enabled_ = (features & (uint64_t{1} << kVirtioRingFIndirectDesc)) != 0;
+  event_idx_enabled_ = (features & (uint64_t{1} << kVirtioRingFEventIdx)) != 0;
   broken_ = false;
   error_ = absl::OkStatus();
   last_avail_idx_ = 0;
   known_avail_idx_ = 0;
   used_idx_ = 0;
-  used_added_ = false;
+  signalled_used_idx_ = 0;
+  used_since_signal_ = 0;
+  // The used ring is the device's: whatever an earlier user of this memory left in avail_event,
+  // the driver must notify for its first entry.
+  if (event_idx_enabled_) PublishAvailEvent(0);
   return absl::OkStatus();
 }
 
@@ -81,12 +92,14 @@ void Queue::Reset() {
   used_ring_ = 0;
   memory_ = nullptr;
   indirect_enabled_ = false;
+  event_idx_enabled_ = false;
   broken_ = false;
   error_ = absl::OkStatus();
   last_avail_idx_ = 0;
   known_avail_idx_ = 0;
   used_idx_ = 0;
-  used_added_ = false;
+  signalled_used_idx_ = 0;
+  used_since_signal_ = 0;
   avail_host_ = nullptr;
   used_host_ = nullptr;
 }
@@ -95,10 +108,38 @@ uint16_t* Queue::avail_idx_ptr() const { return reinterpret_cast<uint16_t*>(avai
 
 uint16_t* Queue::used_idx_ptr() const { return reinterpret_cast<uint16_t*>(used_host_ + 2); }
 
+uint16_t* Queue::used_event_ptr() const {
+  return reinterpret_cast<uint16_t*>(avail_host_ + kRingHeader + kAvailEntry * size_);
+}
+
+uint16_t* Queue::avail_event_ptr() const {
+  return reinterpret_cast<uint16_t*>(used_host_ + kRingHeader + kUsedEntry * size_);
+}
+
 absl::Status Queue::Broken(absl::Status status) {
   broken_ = true;
   error_ = Annotate(status, "virtqueue broken, device needs reset");
   return error_;
+}
+
+absl::Status Queue::ReadAvailIdx() {
+  // Acquire: the ring entries and descriptors the driver wrote before bumping idx are visible to
+  // the reads that follow.
+  known_avail_idx_ = __atomic_load_n(avail_idx_ptr(), __ATOMIC_ACQUIRE);
+  const uint16_t pending = static_cast<uint16_t>(known_avail_idx_ - last_avail_idx_);
+  if (pending > size_) {
+    return Broken(absl::DataLossError(
+        absl::StrFormat("available index %d is %d entries ahead of %d (queue size %d)",
+                        known_avail_idx_, pending, last_avail_idx_, size_)));
+  }
+  return absl::OkStatus();
+}
+
+void Queue::PublishAvailEvent(uint16_t value) {
+  __atomic_store_n(avail_event_ptr(), value, __ATOMIC_RELAXED);
+  // Store avail_event, then load avail idx; the driver stores avail idx, then loads avail_event
+  // (2.7.10). With a full fence on both sides, at least one of us sees the other's store.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
 absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop() {
@@ -106,16 +147,14 @@ absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop() {
   if (broken_) return absl::FailedPreconditionError("virtqueue is broken");
 
   if (last_avail_idx_ == known_avail_idx_) {
-    // Acquire: the ring entries and descriptors the driver wrote before bumping idx are visible
-    // to the reads below.
-    known_avail_idx_ = __atomic_load_n(avail_idx_ptr(), __ATOMIC_ACQUIRE);
-    const uint16_t pending = static_cast<uint16_t>(known_avail_idx_ - last_avail_idx_);
-    if (pending > size_) {
-      return Broken(absl::DataLossError(
-          absl::StrFormat("available index %d is %d entries ahead of %d (queue size %d)",
-                          known_avail_idx_, pending, last_avail_idx_, size_)));
+    RETURN_IF_ERROR(ReadAvailIdx());
+    if (last_avail_idx_ == known_avail_idx_ && event_idx_enabled_) {
+      // Empty: the caller will wait for a notification. Ask for one at the next entry, then look
+      // again in case the driver published it before it could see the request.
+      PublishAvailEvent(last_avail_idx_);
+      RETURN_IF_ERROR(ReadAvailIdx());
     }
-    if (pending == 0) return std::nullopt;
+    if (last_avail_idx_ == known_avail_idx_) return std::nullopt;
   }
 
   const GuestAddress slot = avail_ring_ + kRingHeader + kAvailEntry * (last_avail_idx_ % size_);
@@ -150,18 +189,40 @@ absl::Status Queue::AddUsed(uint16_t head, uint32_t len) {
   ++used_idx_;
   // Release: the element and the buffer contents are visible before the driver sees the index.
   __atomic_store_n(used_idx_ptr(), used_idx_, __ATOMIC_RELEASE);
-  used_added_ = true;
+  if (used_since_signal_ < UINT32_MAX) ++used_since_signal_;
   return absl::OkStatus();
 }
 
 bool Queue::TakeInterruptNeeded() {
-  if (!std::exchange(used_added_, false) || !active()) return false;
-  // The used index store must be ordered before the flags load (2.7.7.2): otherwise the driver
-  // may re-enable interrupts after checking the used ring and never get one.
+  const uint16_t old = std::exchange(signalled_used_idx_, used_idx_);
+  const uint32_t added = std::exchange(used_since_signal_, 0);
+  if (added == 0 || !active()) return false;
+  // The used index store must be ordered before the load of the driver's suppression state
+  // (flags or used_event; 2.7.7.2): otherwise the driver may re-enable interrupts after checking
+  // the used ring and never get one.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  const uint16_t flags =
-      __atomic_load_n(reinterpret_cast<uint16_t*>(avail_host_), __ATOMIC_RELAXED);
-  return (flags & kVringAvailFNoInterrupt) == 0;
+  if (!event_idx_enabled_) {
+    const uint16_t flags =
+        __atomic_load_n(reinterpret_cast<uint16_t*>(avail_host_), __ATOMIC_RELAXED);
+    return (flags & kVringAvailFNoInterrupt) == 0;
+  }
+  if (added > UINT16_MAX) return true;  // the used index went all the way round
+  const uint16_t used_event = __atomic_load_n(used_event_ptr(), __ATOMIC_RELAXED);
+  return EventPassed(used_event, used_idx_, old);
+}
+
+void Queue::NotifyOnNextAvail() {
+  if (!active() || broken_ || !event_idx_enabled_) return;
+  // avail_event must equal an available index the driver had after it could see avail_event:
+  // then the driver's next publication passes it. If the index moved between the read and the
+  // write, the driver may have checked the old avail_event; ask again for the newer index. A
+  // driver that keeps moving it is not owed more than a queue's worth of rounds.
+  for (uint32_t round = 0; round <= size_; ++round) {
+    if (!ReadAvailIdx().ok()) return;
+    const uint16_t seen = known_avail_idx_;
+    PublishAvailEvent(seen);
+    if (!ReadAvailIdx().ok() || known_avail_idx_ == seen) return;
+  }
 }
 
 }  // namespace kapsel::vmm::virtio

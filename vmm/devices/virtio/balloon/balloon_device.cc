@@ -30,7 +30,8 @@ BalloonDevice::~BalloonDevice() {
 uint32_t BalloonDevice::device_type() const { return VIRTIO_ID_BALLOON; }
 
 uint64_t BalloonDevice::device_features() const {
-  return (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << VIRTIO_BALLOON_F_REPORTING);
+  return (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << kVirtioRingFEventIdx) |
+         (uint64_t{1} << VIRTIO_BALLOON_F_REPORTING);
 }
 
 void BalloonDevice::ReadConfig(uint64_t offset, absl::Span<uint8_t> data) {

@@ -73,7 +73,8 @@ uint32_t BlockDevice::device_type() const { return VIRTIO_ID_BLOCK; }
 
 uint64_t BlockDevice::device_features() const {
   uint64_t features = Bit(VIRTIO_F_VERSION_1) | Bit(kVirtioRingFIndirectDesc) |
-                      Bit(VIRTIO_BLK_F_FLUSH) | Bit(VIRTIO_BLK_F_SEG_MAX);
+                      Bit(kVirtioRingFEventIdx) | Bit(VIRTIO_BLK_F_FLUSH) |
+                      Bit(VIRTIO_BLK_F_SEG_MAX);
   if (read_only_) features |= Bit(VIRTIO_BLK_F_RO);
   return features;
 }

@@ -70,8 +70,11 @@ uint64_t NetDevice::device_features() const {
   // Indirect descriptors: a Linux driver that took GUEST_TSO without MRG_RXBUF posts each rx
   // buffer as a chain of 19 (header + 17 pages + ...); direct, 256 ring slots hold only 13 of
   // them, and the small frames of a stream (its ACKs) then starve for buffers.
+  // EVENT_IDX: tx is processed until Pop finds nothing; rx waits for the driver only after Pop
+  // found no buffer or, on a tap error, after NotifyOnNextAvail.
   uint64_t features = (uint64_t{1} << VIRTIO_F_VERSION_1) |
-                      (uint64_t{1} << kVirtioRingFIndirectDesc) | (uint64_t{1} << kVirtioNetFMac) |
+                      (uint64_t{1} << kVirtioRingFIndirectDesc) |
+                      (uint64_t{1} << kVirtioRingFEventIdx) | (uint64_t{1} << kVirtioNetFMac) |
                       (uint64_t{1} << kVirtioNetFStatus) | kNetOffloadFeatures;
   if (mtu_ != 0) features |= uint64_t{1} << kVirtioNetFMtu;
   return features;
@@ -261,7 +264,9 @@ bool NetDevice::ProcessRx() {
       if (err == EAGAIN || err == EWOULDBLOCK) {
         ArmTap();
       } else {
-        // Not re-armed: a dead tap must not spin the loop; the next rx notify tries again.
+        // Not re-armed: a dead tap must not spin the loop; the next rx notify tries again (with
+        // EVENT_IDX the driver sends one only when asked).
+        rx_->NotifyOnNextAvail();
         LogOnce(&logged_rx_error_, std::string(ErrnoError(err, "reading from the tap").message()));
       }
       return used;

@@ -15,7 +15,8 @@ namespace kapsel::vmm::virtio {
 uint32_t RngDevice::device_type() const { return VIRTIO_ID_RNG; }
 
 uint64_t RngDevice::device_features() const {
-  return (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << kVirtioRingFIndirectDesc);
+  return (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << kVirtioRingFIndirectDesc) |
+         (uint64_t{1} << kVirtioRingFEventIdx);
 }
 
 void RngDevice::ReadConfig(uint64_t offset, absl::Span<uint8_t> data) {

@@ -42,7 +42,10 @@ VsockDevice::~VsockDevice() {
 uint32_t VsockDevice::device_type() const { return VIRTIO_ID_VSOCK; }
 
 uint64_t VsockDevice::device_features() const {
-  return (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << kVirtioRingFIndirectDesc);
+  // EVENT_IDX: tx is processed until Pop finds nothing, and rx waits for the driver only after
+  // Pop found no buffer, so avail_event is always current when a notification is awaited.
+  return (uint64_t{1} << VIRTIO_F_VERSION_1) | (uint64_t{1} << kVirtioRingFIndirectDesc) |
+         (uint64_t{1} << kVirtioRingFEventIdx);
 }
 
 void VsockDevice::ReadConfig(uint64_t offset, absl::Span<uint8_t> data) {
