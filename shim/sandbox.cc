@@ -127,8 +127,10 @@ absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const 
           "), virtiofsd pid ", virtiofsd_->pid());
 
   // The agent answers once the guest booted; until then connects fail.
-  const absl::Time deadline = absl::Now() + config.boot_timeout;
+  const absl::Time started = absl::Now();
+  const absl::Time deadline = started + config.boot_timeout;
   absl::Status last = absl::UnavailableError("no attempt");
+  int tries = 0;
   while (true) {
     if (std::optional<int> code = vmm_->Wait(absl::ZeroDuration())) {
       std::string error =
@@ -148,6 +150,7 @@ absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const 
                                                       absl::FormatDuration(config.boot_timeout),
                                                       ": ", last.message()));
     }
+    ++tries;
     absl::StatusOr<UniqueFd> fd = agent::DialAgent(paths_.agent_endpoint(), absl::Seconds(2));
     if (!fd.ok()) {
       last = fd.status();
@@ -158,7 +161,9 @@ absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const 
     agent::v1::HealthResponse health;
     last = Call("Health", agent::v1::HealthRequest(), &health, absl::Seconds(5));
     if (last.ok()) {
-      LogInfo("sandbox ", id, ": agent ", health.version(), " answered");
+      LogInfo("sandbox ", id, ": agent ", health.version(), " answered ",
+              absl::FormatDuration(absl::Trunc(absl::Now() - started, absl::Milliseconds(1))),
+              " after kapsel-vmm started (", tries, tries == 1 ? " try)" : " tries)");
       break;
     }
     agent_.reset();
@@ -198,6 +203,7 @@ std::string Sandbox::ConsoleTail(size_t max_bytes) const {
 
 void Sandbox::Stop() {
   if (stopped_.exchange(true)) return;
+  const absl::Time start = absl::Now();
   if (vmm_ != nullptr) {
     if (!vm_exited_ && agent_ != nullptr) {
       agent::v1::Empty empty;
@@ -218,6 +224,8 @@ void Sandbox::Stop() {
   network_.reset();  // after kapsel-vmm: its taps are gone with it
   if (absl::Status s = UnmountAll(paths_.dir); !s.ok()) LogWarn("sandbox cleanup: ", s.ToString());
   if (absl::Status s = RemoveTree(paths_.dir); !s.ok()) LogWarn("sandbox cleanup: ", s.ToString());
+  LogDebug("sandbox stopped and removed in ",
+           absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1))));
 }
 
 Sandbox::~Sandbox() { Stop(); }
