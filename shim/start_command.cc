@@ -19,12 +19,12 @@
 #include "shim/commands.h"
 #include "shim/config.h"
 #include "shim/files.h"
+#include "shim/vm_resources.h"
 
 namespace kapsel::shim {
 namespace {
 
 constexpr char kSandboxIdAnnotation[] = "io.kubernetes.cri.sandbox-id";
-constexpr char kContainerTypeAnnotation[] = "io.kubernetes.cri.container-type";
 
 // runtimeoptions.v1.Options{config_path} from the Any containerd writes on stdin (may be empty).
 std::string ConfigPathFromStdin() {
@@ -43,7 +43,7 @@ std::string SandboxGroup(const std::string& bundle, const std::string& id) {
   absl::StatusOr<oci::v1::Spec> spec = oci::ReadSpecFile(bundle + "/config.json");
   if (!spec.ok()) return id;  // Create reports the bad spec
   const auto& annotations = spec->annotations();
-  auto type = annotations.find(kContainerTypeAnnotation);
+  auto type = annotations.find(kCriContainerTypeAnnotation);
   auto sandbox = annotations.find(kSandboxIdAnnotation);
   if (type != annotations.end() && type->second == "container" && sandbox != annotations.end() &&
       !sandbox->second.empty()) {

@@ -83,10 +83,10 @@ class TaskService {
                                                        const std::string& exec_id);
   // Whether the sandbox's VM was started (by an earlier Create).
   bool HasSandbox();
-  // Boots the sandbox on the first Create, sized by the config and the first container's
-  // `annotations` (vm_resources.h), with `disks` and, when the first container names a network
-  // namespace of the host (`netns_path`, a pod's CNI netns), that namespace's network.
-  // Boots the sandbox's VM for `spec`, the first container, sized by its annotations and limits.
+  // Boots the sandbox on the first Create, sized by the config and the first container's `spec`
+  // (its annotations and limits, vm_resources.h), with `disks` and, when the first container
+  // names a network namespace of the host (`netns_path`, a pod's CNI netns), that namespace's
+  // network.
   absl::Status EnsureSandbox(const oci::v1::Spec& spec, const std::vector<VmDisk>& disks,
                              const std::string& netns_path)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(create_mu_);

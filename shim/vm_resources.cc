@@ -63,6 +63,9 @@ absl::StatusOr<std::optional<int64_t>> CriInteger(const Annotations& annotations
   return value;
 }
 
+// a / b rounded up (b > 0).
+uint64_t CeilDiv(uint64_t a, uint64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
+
 // `base` + `add` (from `who`: the pod or the container), at most `max`; the source says how it
 // was reached.
 uint32_t AddClamped(uint32_t base, uint64_t add, uint32_t max, const char* who,
@@ -109,16 +112,16 @@ absl::StatusOr<VmResources> SizeVm(const Config& config, const Annotations& anno
   absl::StatusOr<std::optional<int64_t>> memory =
       CriInteger(annotations, kCriSandboxMemoryAnnotation, /*allow_negative=*/true);
   if (!memory.ok()) return memory.status();
+  // What the pod adds (its CRI sums) or else, for a container alone in its VM, the container.
   if (memory->has_value() && **memory > 0) {
-    const uint64_t pod_mib = (static_cast<uint64_t>(**memory) + kMib - 1) / kMib;
-    resources.memory_mib =
-        AddClamped(config.memory_mib, pod_mib, config.max_memory_mib, "pod",
-                   absl::StrCat(kCriSandboxMemoryAnnotation, ", MiB"), &resources.memory_source);
+    resources.memory_mib = AddClamped(
+        config.memory_mib, CeilDiv(static_cast<uint64_t>(**memory), kMib), config.max_memory_mib,
+        "pod", absl::StrCat(kCriSandboxMemoryAnnotation, ", MiB"), &resources.memory_source);
   } else if (limits.memory_bytes > 0) {
-    const uint64_t own_mib = (static_cast<uint64_t>(limits.memory_bytes) + kMib - 1) / kMib;
     resources.memory_mib =
-        AddClamped(config.memory_mib, own_mib, config.max_memory_mib, "container",
-                   "linux.resources.memory.limit, MiB", &resources.memory_source);
+        AddClamped(config.memory_mib, CeilDiv(static_cast<uint64_t>(limits.memory_bytes), kMib),
+                   config.max_memory_mib, "container", "linux.resources.memory.limit, MiB",
+                   &resources.memory_source);
   }
   absl::StatusOr<std::optional<int64_t>> quota =
       CriInteger(annotations, kCriSandboxCpuQuotaAnnotation, /*allow_negative=*/true);
@@ -127,17 +130,17 @@ absl::StatusOr<VmResources> SizeVm(const Config& config, const Annotations& anno
       CriInteger(annotations, kCriSandboxCpuPeriodAnnotation, /*allow_negative=*/false);
   if (!period.ok()) return period.status();
   if (quota->has_value() && period->has_value() && **quota > 0 && **period > 0) {
-    const uint64_t q = static_cast<uint64_t>(**quota), p = static_cast<uint64_t>(**period);
-    const uint64_t pod_vcpus = q / p + (q % p != 0 ? 1 : 0);
-    resources.vcpus = AddClamped(config.vcpus, pod_vcpus, config.max_vcpus, "pod",
-                                 absl::StrCat(kCriSandboxCpuQuotaAnnotation, " / ",
-                                              kCriSandboxCpuPeriodAnnotation, ", rounded up"),
-                                 &resources.vcpus_source);
+    resources.vcpus = AddClamped(
+        config.vcpus, CeilDiv(static_cast<uint64_t>(**quota), static_cast<uint64_t>(**period)),
+        config.max_vcpus, "pod",
+        absl::StrCat(kCriSandboxCpuQuotaAnnotation, " / ", kCriSandboxCpuPeriodAnnotation,
+                     ", rounded up"),
+        &resources.vcpus_source);
   } else if (limits.cpu_quota > 0 && limits.cpu_period > 0) {
-    const uint64_t q = static_cast<uint64_t>(limits.cpu_quota), p = limits.cpu_period;
-    resources.vcpus =
-        AddClamped(config.vcpus, q / p + (q % p != 0 ? 1 : 0), config.max_vcpus, "container",
-                   "linux.resources.cpu.quota / period, rounded up", &resources.vcpus_source);
+    resources.vcpus = AddClamped(
+        config.vcpus, CeilDiv(static_cast<uint64_t>(limits.cpu_quota), limits.cpu_period),
+        config.max_vcpus, "container", "linux.resources.cpu.quota / period, rounded up",
+        &resources.vcpus_source);
   }
 
   // Explicit sizes win.
