@@ -300,13 +300,9 @@ class Pod {
     if (r.exit_code != 0) return absl::InternalError(absl::StrCat("runp: ", Describe(r)));
     pod->id_ = std::string(absl::StripAsciiWhitespace(r.out));
 
-    r = Run({kCri, "inspectp", pod->id_});
-    const size_t at = r.out.find("\"ip\": \"");
-    if (r.exit_code != 0 || at == std::string::npos) {
-      return absl::InternalError(absl::StrCat("no pod IP: inspectp ", Describe(r)));
-    }
-    const size_t begin = at + 7;
-    pod->ip_ = r.out.substr(begin, r.out.find('"', begin) - begin);
+    r = Run({kCri, "podip", pod->id_});
+    if (r.exit_code != 0) return absl::InternalError(absl::StrCat("no pod IP: ", Describe(r)));
+    pod->ip_ = std::string(absl::StripAsciiWhitespace(r.out));
     return pod;
   }
 
