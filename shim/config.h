@@ -13,6 +13,7 @@
 //   boot_timeout_seconds = 60          # until the agent answers
 //   kernel_cmdline = ""                # empty: kapsel-vmm's default
 //   free_page_reporting = true         # memory the guest frees goes back to the host
+//   share_kernel_text = true           # VMs share the kernel's text pages (copy-on-write)
 //   [virtiofsd]
 //   path = "/usr/lib/qemu/virtiofsd"
 //   cache = "auto"                     # none, auto or always
@@ -43,6 +44,7 @@ struct Config {
   absl::Duration boot_timeout = absl::Seconds(60);
   std::string kernel_cmdline;
   bool free_page_reporting = true;  // kapsel-vmm --free-page-reporting
+  bool share_kernel_text = true;    // false: kapsel-vmm --private-kernel
   std::string virtiofsd = "/usr/lib/qemu/virtiofsd";
   std::string virtiofsd_cache = "auto";
   std::string log_level = "info";

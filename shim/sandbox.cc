@@ -117,6 +117,7 @@ absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const 
     inherit_fds = network_->tap_fds();
   }
   if (config.free_page_reporting) argv.push_back("--free-page-reporting");
+  if (!config.share_kernel_text) argv.push_back("--private-kernel");
   if (!config.kernel_cmdline.empty()) {
     argv.push_back("--cmdline");
     argv.push_back(config.kernel_cmdline);

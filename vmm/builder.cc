@@ -105,7 +105,9 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
   // Guest memory with the kernel and initrd in place.
   ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> guest_memory,
                    GuestMemory::Create(x86::RamRanges(uint64_t{config.mem_mib()} << 20)));
-  absl::StatusOr<LoadedKernel> kernel = LoadKernel(kernel_file.value()->bytes(), *guest_memory);
+  absl::StatusOr<LoadedKernel> kernel =
+      LoadKernel(kernel_file.value()->bytes(), *guest_memory,
+                 config.private_kernel() ? -1 : kernel_file.value()->fd());
   if (!kernel.ok()) return FlagError(kernel.status(), "--kernel", config.kernel());
   std::optional<GuestRange> initrd;
   if (initrd_file) {
@@ -141,6 +143,9 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
   *vmm_slot = vmm.get();
 
   std::vector<std::string> cmdline = {config.cmdline()};
+  // A guest that boots with one CPU rewrites every lock prefix of its text for uniprocessor use,
+  // which would make most of the shared text pages private copies.
+  if (kernel->shared_text_bytes > 0) cmdline.push_back("noreplace-smp");
   ASSIGN_OR_RETURN(std::string rng_entry,
                    vmm->AddVirtioDevice(std::make_unique<virtio::RngDevice>()));
   cmdline.push_back(rng_entry);

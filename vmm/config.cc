@@ -30,6 +30,7 @@ enum Option {
   kFs,
   kNet,
   kFreePageReporting,
+  kPrivateKernel,
   kHelp,
 };
 
@@ -47,6 +48,7 @@ const option kOptions[] = {
     {"fs", required_argument, nullptr, kFs},
     {"net", required_argument, nullptr, kNet},
     {"free-page-reporting", no_argument, nullptr, kFreePageReporting},
+    {"private-kernel", no_argument, nullptr, kPrivateKernel},
     {"help", no_argument, nullptr, kHelp},
     {nullptr, 0, nullptr, 0},
 };
@@ -270,7 +272,7 @@ std::string Usage() {
       "                  [--disk PATH[,ro]]... [--console stdout|off|FILE] [--config FILE.json]\n"
       "                  [--vsock CID,PATH] [--fs TAG,SOCKET]...\n"
       "                  [--net fd=N|tap=NAME,mac=MAC[,mtu=M]]... [--free-page-reporting]\n"
-      "                  [--allow-pvm]\n"
+      "                  [--private-kernel] [--allow-pvm]\n"
       "Boots a Linux kernel in a KVM microVM. Exit status: 0 guest powered off or rebooted,\n"
       "1 VMM error, 2 bad arguments, 3 guest panic, 4 guest triple fault, 5 KVM error,\n"
       "128+N stopped by signal N.\n"
@@ -296,7 +298,10 @@ std::string Usage() {
       kMaxNetDevices,
       ")\n"
       "  --free-page-reporting  a virtio-balloon device that only takes the guest's free page\n"
-      "             reports: memory the guest frees goes back to the host\n");
+      "             reports: memory the guest frees goes back to the host\n"
+      "  --private-kernel  copy an ELF kernel's text into guest memory; by default its pages\n"
+      "             are mapped copy-on-write from the kernel file, shared with every VM that\n"
+      "             boots it (the file must not be changed in place while VMs run)\n");
 }
 
 absl::StatusOr<v1::VmConfig> ReadConfigFile(const std::string& path) {
@@ -379,6 +384,9 @@ absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help)
         break;
       case kFreePageReporting:
         config.set_free_page_reporting(true);
+        break;
+      case kPrivateKernel:
+        config.set_private_kernel(true);
         break;
       case kVsock: {
         absl::StatusOr<v1::VsockConfig> vsock = ParseVsock(optarg);

@@ -19,6 +19,7 @@ TEST(ConfigTest, DefaultsFindTheBuildNextToTheBinary) {
   EXPECT_EQ(config.max_vcpus, 32u);
   EXPECT_EQ(config.max_memory_mib, 65536u);
   EXPECT_TRUE(config.free_page_reporting);
+  EXPECT_TRUE(config.share_kernel_text);
 }
 
 TEST(ConfigTest, ParsesEveryKey) {
@@ -34,6 +35,7 @@ max_memory_mib = 2048
 boot_timeout_seconds = 9
 kernel_cmdline = "console=ttyS0"
 free_page_reporting = false
+share_kernel_text = false
 [virtiofsd]
 path = "/v/virtiofsd"
 cache = "none"
@@ -53,6 +55,7 @@ state_dir = "/run/k2"
   EXPECT_EQ(config->boot_timeout, absl::Seconds(9));
   EXPECT_EQ(config->kernel_cmdline, "console=ttyS0");
   EXPECT_FALSE(config->free_page_reporting);
+  EXPECT_FALSE(config->share_kernel_text);
   EXPECT_EQ(config->virtiofsd, "/v/virtiofsd");
   EXPECT_EQ(config->virtiofsd_cache, "none");
   EXPECT_EQ(config->log_level, "debug");

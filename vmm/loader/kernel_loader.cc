@@ -3,9 +3,12 @@
 #include <elf.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "common/status.h"
 #include "vmm/arch/x86_64/layout.h"
 
@@ -94,10 +97,82 @@ void LoadSparse(const GuestMemory& memory, uint64_t addr, uint8_t* dest,
   flush();
 }
 
+// Virtual addresses [start, end).
+struct AddressRange {
+  uint64_t start;
+  uint64_t end;
+};
+
+// The kernel's text, [_text, _etext), from the ELF symbol table; nothing when the image has no
+// usable symbol table (it is not needed to boot, so a malformed one only means no sharing).
+std::optional<AddressRange> FindTextSymbols(absl::Span<const uint8_t> image,
+                                            const Elf64_Ehdr& ehdr) {
+  if (ehdr.e_shoff == 0 || ehdr.e_shentsize != sizeof(Elf64_Shdr) ||
+      !InBounds(ehdr.e_shoff, uint64_t{ehdr.e_shnum} * sizeof(Elf64_Shdr), image.size())) {
+    return std::nullopt;
+  }
+  auto section = [&](uint64_t i) {
+    return ReadAt<Elf64_Shdr>(image, ehdr.e_shoff + i * sizeof(Elf64_Shdr));
+  };
+  for (uint16_t i = 0; i < ehdr.e_shnum; ++i) {
+    const Elf64_Shdr symtab = section(i);
+    if (symtab.sh_type != SHT_SYMTAB || symtab.sh_entsize != sizeof(Elf64_Sym) ||
+        symtab.sh_link >= ehdr.e_shnum ||
+        !InBounds(symtab.sh_offset, symtab.sh_size, image.size())) {
+      continue;
+    }
+    const Elf64_Shdr strtab = section(symtab.sh_link);
+    if (!InBounds(strtab.sh_offset, strtab.sh_size, image.size())) continue;
+    const absl::string_view strings(reinterpret_cast<const char*>(image.data() + strtab.sh_offset),
+                                    strtab.sh_size);
+    std::optional<uint64_t> text, etext;
+    for (uint64_t j = 0; j < symtab.sh_size / sizeof(Elf64_Sym); ++j) {
+      const auto sym = ReadAt<Elf64_Sym>(image, symtab.sh_offset + j * sizeof(Elf64_Sym));
+      if (sym.st_name >= strings.size()) continue;
+      const absl::string_view rest = strings.substr(sym.st_name);
+      const size_t nul = rest.find('\0');
+      if (nul == absl::string_view::npos) continue;
+      const absl::string_view name = rest.substr(0, nul);
+      if (name == "_text") text = sym.st_value;
+      if (name == "_etext") etext = sym.st_value;
+    }
+    if (text.has_value() && etext.has_value() && *text < *etext) {
+      return AddressRange{*text, *etext};
+    }
+  }
+  return std::nullopt;
+}
+
+// The guest pages of `segment` that hold `text` and can be mapped from the file: whole pages of
+// the segment's file bytes, at a file offset that is page aligned with their address. Empty when
+// none.
+GuestRange SharableTextPages(const Elf64_Phdr& segment, const AddressRange& text) {
+  constexpr uint64_t kPage = 4096;
+  if (segment.p_offset % kPage != segment.p_paddr % kPage ||
+      segment.p_vaddr % kPage != segment.p_paddr % kPage ||
+      segment.p_vaddr > UINT64_MAX - segment.p_filesz ||
+      segment.p_paddr > UINT64_MAX - segment.p_filesz - kPage) {
+    return {0, 0};
+  }
+  const uint64_t lo = std::max(text.start, segment.p_vaddr);
+  const uint64_t hi = std::min(text.end, segment.p_vaddr + segment.p_filesz);
+  if (lo >= hi) return {0, 0};
+  // Outward to whole pages (Linux frees nothing before PAGE_ALIGN(_etext)), then inward to the
+  // pages the file holds entirely.
+  const uint64_t file_start = (segment.p_paddr + kPage - 1) / kPage * kPage;
+  const uint64_t file_end = (segment.p_paddr + segment.p_filesz) / kPage * kPage;
+  const uint64_t start =
+      std::max(file_start, (segment.p_paddr + (lo - segment.p_vaddr)) / kPage * kPage);
+  const uint64_t end =
+      std::min(file_end, (segment.p_paddr + (hi - segment.p_vaddr) + kPage - 1) / kPage * kPage);
+  if (start >= end) return {0, 0};
+  return {start, end - start};
+}
+
 }  // namespace
 
-absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image,
-                                           const GuestMemory& memory) {
+absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image, GuestMemory& memory,
+                                           int text_fd) {
   if (image.size() < sizeof(Elf64_Ehdr)) return Truncated("ELF header");
   const auto ehdr = ReadAt<Elf64_Ehdr>(image, 0);
   if (std::memcmp(ehdr.e_ident, ELFMAG, SELFMAG) != 0) {
@@ -114,6 +189,8 @@ absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image,
   if (!InBounds(ehdr.e_phoff, phdrs_size, image.size())) return Truncated("program headers");
 
   LoadedKernel kernel{BootProtocol::kLinux64, ehdr.e_entry, 0, std::nullopt};
+  const std::optional<AddressRange> text =
+      text_fd >= 0 ? FindTextSymbols(image, ehdr) : std::nullopt;
   bool loaded_any = false;
   for (uint16_t i = 0; i < ehdr.e_phnum; ++i) {
     const auto phdr = ReadAt<Elf64_Phdr>(image, ehdr.e_phoff + i * sizeof(Elf64_Phdr));
@@ -136,8 +213,22 @@ absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image,
           "kernel ELF segment %#x+%#x does not fit in guest memory (give the VM more memory?)",
           phdr.p_paddr, phdr.p_memsz));
     }
-    LoadSparse(memory, phdr.p_paddr, *dest, image.subspan(phdr.p_offset, phdr.p_filesz),
-               phdr.p_memsz);
+    const absl::Span<const uint8_t> data = image.subspan(phdr.p_offset, phdr.p_filesz);
+    const GuestRange shared = text.has_value() ? SharableTextPages(phdr, *text) : GuestRange{0, 0};
+    if (shared.size > 0 && memory
+                               .MapFileCopyOnWrite(shared.start, shared.size, text_fd,
+                                                   phdr.p_offset + (shared.start - phdr.p_paddr))
+                               .ok()) {
+      // The bytes before and after the shared pages are loaded as usual.
+      const uint64_t head = shared.start - phdr.p_paddr;
+      const uint64_t tail = head + shared.size;
+      LoadSparse(memory, phdr.p_paddr, *dest, data.subspan(0, head), head);
+      LoadSparse(memory, phdr.p_paddr + tail, *dest + tail, data.subspan(tail),
+                 phdr.p_memsz - tail);
+      kernel.shared_text_bytes += shared.size;
+    } else {
+      LoadSparse(memory, phdr.p_paddr, *dest, data, phdr.p_memsz);
+    }
     kernel.end = std::max(kernel.end, phdr.p_paddr + phdr.p_memsz);
     loaded_any = true;
   }
@@ -185,10 +276,10 @@ absl::StatusOr<LoadedKernel> LoadBzImage(absl::Span<const uint8_t> image,
   return LoadedKernel{BootProtocol::kLinux64, load_address + 0x200, end, header};
 }
 
-absl::StatusOr<LoadedKernel> LoadKernel(absl::Span<const uint8_t> image,
-                                        const GuestMemory& memory) {
+absl::StatusOr<LoadedKernel> LoadKernel(absl::Span<const uint8_t> image, GuestMemory& memory,
+                                        int text_fd) {
   if (image.size() >= SELFMAG && std::memcmp(image.data(), ELFMAG, SELFMAG) == 0) {
-    return LoadElfKernel(image, memory);
+    return LoadElfKernel(image, memory, text_fd);
   }
   if (image.size() >= 0x206 && ReadAt<uint32_t>(image, 0x202) == kBzImageHeaderMagic) {
     return LoadBzImage(image, memory);

@@ -19,8 +19,8 @@ absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& 
   if (st.st_size == 0) return absl::InvalidArgumentError(absl::StrCat(path, " is empty"));
   void* data = mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
   if (data == MAP_FAILED) return ErrnoError(absl::StrCat("cannot map ", path));
-  return std::unique_ptr<MappedFile>(
-      new MappedFile(static_cast<const uint8_t*>(data), static_cast<size_t>(st.st_size)));
+  return std::unique_ptr<MappedFile>(new MappedFile(
+      std::move(fd), static_cast<const uint8_t*>(data), static_cast<size_t>(st.st_size)));
 }
 
 MappedFile::~MappedFile() { munmap(const_cast<uint8_t*>(data_), size_); }

@@ -1,13 +1,15 @@
-// A whole file mapped read-only, unmapped when it goes out of scope.
+// A whole file mapped read-only, unmapped (and its descriptor closed) when it goes out of scope.
 #ifndef KAPSEL_VMM_LOADER_MAPPED_FILE_H_
 #define KAPSEL_VMM_LOADER_MAPPED_FILE_H_
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/unique_fd.h"
 
 namespace kapsel::vmm {
 
@@ -20,9 +22,13 @@ class MappedFile {
   MappedFile& operator=(const MappedFile&) = delete;
 
   absl::Span<const uint8_t> bytes() const { return {data_, size_}; }
+  // The file, open read-only: parts of it can be mapped again (a kernel's text into guest memory).
+  int fd() const { return fd_.get(); }
 
  private:
-  MappedFile(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  MappedFile(UniqueFd fd, const uint8_t* data, size_t size)
+      : fd_(std::move(fd)), data_(data), size_(size) {}
+  UniqueFd fd_;
   const uint8_t* data_;
   size_t size_;
 };

@@ -67,11 +67,26 @@ class GuestMemory {
   }
 
   // Gives [addr, addr + len) back to the host (a hole punched in the memfd, so the VMM and every
-  // backend sharing the memory drop those pages); the guest reads zeros there afterwards. The
-  // range must be page aligned and inside one region.
+  // backend sharing the memory drop those pages); the guest reads zeros there afterwards, or the
+  // file's bytes inside a copy-on-write file range (whose private copies are dropped). The range
+  // must be page aligned and inside one region.
   absl::Status Discard(GuestAddress addr, uint64_t len) const;
 
+  // Maps [addr, addr + len) of guest memory copy-on-write from `fd` at `offset` in place of the
+  // memfd's pages. Everything must be page aligned and the range inside one region. The guest
+  // reads the file's pages, which every other mapping of the file shares through the page cache
+  // (a kernel's text, shared by all VMs booting that kernel); a page the guest or the VMM writes
+  // becomes private to this VM. The file must not change while it is mapped. Backends that map
+  // guest memory through the memfd cannot see these pages, so BackendRegions() leaves them out.
+  absl::Status MapFileCopyOnWrite(GuestAddress addr, uint64_t len, int fd, uint64_t offset);
+  // The ranges mapped from files, sorted.
+  const std::vector<GuestRange>& file_ranges() const { return file_ranges_; }
+
+  // Every region, as the KVM memory slots and the VMM's devices see it.
   const std::vector<MemoryRegion>& regions() const { return regions_; }
+  // What a vhost-user backend may map through the memfd: regions() without the copy-on-write file
+  // ranges, each piece with its own host address and memfd offset.
+  std::vector<MemoryRegion> BackendRegions() const;
   int memfd() const { return memfd_.get(); }
   // Total bytes of guest RAM.
   uint64_t total_size() const;
@@ -80,6 +95,7 @@ class GuestMemory {
   GuestMemory() = default;
   UniqueFd memfd_;
   std::vector<MemoryRegion> regions_;
+  std::vector<GuestRange> file_ranges_;
 };
 
 }  // namespace kapsel::vmm

@@ -5,8 +5,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -160,6 +163,65 @@ TEST(VmmBoot, FreePageReportingGivesMemoryBack) {
   ASSERT_NE(at, std::string::npos) << r.err;
   const long kib = std::atol(r.err.c_str() + at + prefix.size());
   EXPECT_GT(kib, 100 * 1024) << r.err;
+}
+
+// The kB figures of one file's mappings in /proc/<pid>/smaps, summed: {"Rss", n}, {"Pss", n}...
+std::map<std::string, long> SmapsOfFile(pid_t pid, const std::string& path) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/smaps"));
+  std::map<std::string, long> kib;
+  std::string line;
+  bool counted = false;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string first, second;
+    fields >> first >> second;
+    if (first.empty()) continue;
+    if (first.back() != ':') {  // a mapping's header line: range perms offset dev inode path
+      counted = line.size() >= path.size() &&
+                line.compare(line.size() - path.size(), path.size(), path) == 0;
+      continue;
+    }
+    if (counted) kib[first.substr(0, first.size() - 1)] += std::atol(second.c_str());
+  }
+  return kib;
+}
+
+TEST(VmmBoot, KernelTextIsSharedBetweenVms) {
+  // Two guests of the same vmlinux map its text copy-on-write from the file: the pages they run
+  // are the page cache's, counted once for both (Pss below Rss), and only the few the guest
+  // patches at boot are private copies (noreplace-smp keeps a one-vCPU guest from rewriting
+  // every lock prefix). With --private-kernel the file is not mapped at all.
+  char resolved[PATH_MAX];
+  ASSERT_NE(realpath(kVmlinux.c_str(), resolved), nullptr) << kVmlinux;
+  const std::string vmlinux = resolved;
+  const std::vector<std::string> hold = {"--cmdline",
+                                         "console=ttyS0 reboot=k panic=-1 quiet kapsel.hold"};
+  std::vector<std::unique_ptr<testing::Subprocess>> vms;
+  for (int i = 0; i < 2; ++i) {
+    auto vmm = testing::Subprocess::Start(VmmArgs(kVmlinux, hold));
+    ASSERT_TRUE(vmm.ok()) << vmm.status();
+    vms.push_back(*std::move(vmm));
+  }
+  std::vector<std::string> private_args = hold;
+  private_args.push_back("--private-kernel");
+  auto private_vmm = testing::Subprocess::Start(VmmArgs(kVmlinux, private_args));
+  ASSERT_TRUE(private_vmm.ok()) << private_vmm.status();
+  for (auto& vm : vms) ASSERT_TRUE(vm->WaitForOutput(kMarker, kBootTimeout));
+  ASSERT_TRUE((*private_vmm)->WaitForOutput(kMarker, kBootTimeout));
+
+  for (auto& vm : vms) {
+    std::map<std::string, long> text = SmapsOfFile(vm->pid(), vmlinux);
+    EXPECT_GT(text["Rss"], 1024) << "the guest runs megabytes of its text from the file";
+    EXPECT_LT(text["Pss"], text["Rss"]) << "not shared with the other VM";
+    EXPECT_GT(text["Shared_Clean"], 1024);
+    EXPECT_LT(text["Private_Dirty"], text["Rss"] / 4) << "the guest wrote most of its text pages";
+  }
+  EXPECT_EQ(SmapsOfFile((*private_vmm)->pid(), vmlinux)["Rss"], 0);
+
+  for (auto& vm : vms) vm->Signal(SIGTERM);
+  (*private_vmm)->Signal(SIGTERM);
+  for (auto& vm : vms) EXPECT_EQ(vm->Wait(absl::Seconds(30)).exit_code, 128 + SIGTERM);
+  EXPECT_EQ((*private_vmm)->Wait(absl::Seconds(30)).exit_code, 128 + SIGTERM);
 }
 
 TEST(VmmBoot, SigtermStopsARunningGuest) {

@@ -40,10 +40,11 @@ void ExpectError(const absl::StatusOr<v1::VmConfig>& result, const std::string& 
 
 TEST(ParseCommandLineTest, AllFlags) {
   bool help = true;
-  auto config = Parse({"--kernel", "/k/vmlinux", "--initrd", "/k/initrd.cpio", "--cmdline",
-                       "console=ttyS0 quiet", "--mem", "512", "--vcpus", "4", "--disk", "a.img",
-                       "--disk", "b.img,ro", "--disk=c.img,rw", "--console", "off", "--allow-pvm"},
-                      &help);
+  auto config =
+      Parse({"--kernel", "/k/vmlinux", "--initrd", "/k/initrd.cpio", "--cmdline",
+             "console=ttyS0 quiet", "--mem", "512", "--vcpus", "4", "--disk", "a.img", "--disk",
+             "b.img,ro", "--disk=c.img,rw", "--console", "off", "--allow-pvm", "--private-kernel"},
+            &help);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_FALSE(help);
   EXPECT_EQ(config->kernel(), "/k/vmlinux");
@@ -60,6 +61,7 @@ TEST(ParseCommandLineTest, AllFlags) {
   EXPECT_FALSE(config->disks(2).read_only());
   EXPECT_EQ(config->console(), "off");
   EXPECT_TRUE(config->allow_pvm());
+  EXPECT_TRUE(config->private_kernel());
 }
 
 TEST(ParseCommandLineTest, EqualsFormAndLastValueWins) {
@@ -81,6 +83,7 @@ TEST(ParseCommandLineTest, Defaults) {
   EXPECT_EQ(config->initrd(), "");
   EXPECT_EQ(config->disks_size(), 0);
   EXPECT_FALSE(config->allow_pvm());
+  EXPECT_FALSE(config->private_kernel());
 }
 
 TEST(ParseCommandLineTest, DiskOptions) {

@@ -1,12 +1,14 @@
 // GuestMemory: range validation at creation, and the bounds checks every device relies on.
 #include "vmm/memory/guest_memory.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -95,6 +97,115 @@ TEST_F(GuestMemoryTest, RegionsAndMemfd) {
   ASSERT_EQ(pwrite(memory_->memfd(), &byte, 1, static_cast<off_t>(kLowSize - 1)), 1);
   EXPECT_EQ(*memory_->ReadObj<uint8_t>(kLowSize - 1), byte);
   EXPECT_EQ(regions[0].host[kLowSize - 1], byte);
+}
+
+// A file of `pages` pages, page i filled with the byte 0x10 + i (a memfd: only its page cache
+// matters here).
+int PatternFile(int pages) {
+  const int fd = memfd_create("pattern", MFD_CLOEXEC);
+  for (int i = 0; fd >= 0 && i < pages; ++i) {
+    std::vector<uint8_t> page(kPage, static_cast<uint8_t>(0x10 + i));
+    if (pwrite(fd, page.data(), kPage, static_cast<off_t>(i * kPage)) !=
+        static_cast<ssize_t>(kPage)) {
+      return -1;
+    }
+  }
+  return fd;
+}
+
+TEST_F(GuestMemoryTest, FileRangeReadsTheFileAndKeepsWritesPrivate) {
+  const int file = PatternFile(4);
+  ASSERT_GE(file, 0);
+  // Guest pages 2 and 3 of the high region from file pages 1 and 2.
+  const GuestAddress at = kHighStart + 2 * kPage;
+  ASSERT_TRUE(memory_->WriteObj<uint8_t>(at, 0x77).ok());  // a memfd page that will be covered
+  ASSERT_TRUE(memory_->MapFileCopyOnWrite(at, 2 * kPage, file, kPage).ok());
+  ASSERT_EQ(memory_->file_ranges().size(), 1u);
+  EXPECT_EQ(memory_->file_ranges()[0].start, at);
+  EXPECT_EQ(memory_->file_ranges()[0].size, 2 * kPage);
+  EXPECT_EQ(*memory_->ReadObj<uint8_t>(at), 0x11);
+  EXPECT_EQ(*memory_->ReadObj<uint8_t>(at + 2 * kPage - 1), 0x12);
+  EXPECT_EQ(*memory_->ReadObj<uint8_t>(at - 1), 0);  // around it: still the memfd
+  EXPECT_EQ(*memory_->ReadObj<uint8_t>(at + 2 * kPage), 0);
+
+  // A write lands in a private copy: neither the file nor the memfd sees it.
+  ASSERT_TRUE(memory_->WriteObj<uint8_t>(at + 5, 0xee).ok());
+  EXPECT_EQ(*memory_->ReadObj<uint8_t>(at + 5), 0xee);
+  uint8_t byte = 0;
+  ASSERT_EQ(pread(file, &byte, 1, static_cast<off_t>(kPage + 5)), 1);
+  EXPECT_EQ(byte, 0x11);
+  const uint64_t memfd_offset = memory_->regions()[1].file_offset + 2 * kPage;
+  ASSERT_EQ(pread(memory_->memfd(), &byte, 1, static_cast<off_t>(memfd_offset)), 1);
+  EXPECT_EQ(byte, 0x77);
+  // Changing the file (which nobody may do to a kernel in use) shows in pages not yet copied:
+  // they are the page cache's, not copies.
+  const uint8_t changed = 0x99;
+  ASSERT_EQ(pwrite(file, &changed, 1, static_cast<off_t>(2 * kPage)), 1);
+  EXPECT_EQ(*memory_->ReadObj<uint8_t>(at + kPage), changed);
+
+  // Discarding drops the private copy: the file's bytes are back.
+  ASSERT_TRUE(memory_->Discard(at, 2 * kPage).ok());
+  EXPECT_EQ(*memory_->ReadObj<uint8_t>(at + 5), 0x11);
+  close(file);
+}
+
+TEST_F(GuestMemoryTest, BackendRegionsLeaveFileRangesOut) {
+  const int file = PatternFile(2);
+  ASSERT_GE(file, 0);
+  ASSERT_TRUE(memory_->MapFileCopyOnWrite(kPage, kPage, file, 0).ok());
+  ASSERT_TRUE(memory_->MapFileCopyOnWrite(kHighStart, 2 * kPage, file, 0).ok());
+  const std::vector<MemoryRegion> pieces = memory_->BackendRegions();
+  const auto& regions = memory_->regions();
+  ASSERT_EQ(pieces.size(), 3u);
+  // [0, 1 page), [2 pages, 64 KiB), [1 MiB + 2 pages, 1 MiB + 64 KiB).
+  EXPECT_EQ(pieces[0].guest_start, 0u);
+  EXPECT_EQ(pieces[0].size, kPage);
+  EXPECT_EQ(pieces[0].host, regions[0].host);
+  EXPECT_EQ(pieces[0].file_offset, 0u);
+  EXPECT_EQ(pieces[1].guest_start, 2 * kPage);
+  EXPECT_EQ(pieces[1].size, kLowSize - 2 * kPage);
+  EXPECT_EQ(pieces[1].host, regions[0].host + 2 * kPage);
+  EXPECT_EQ(pieces[1].file_offset, 2 * kPage);
+  EXPECT_EQ(pieces[2].guest_start, kHighStart + 2 * kPage);
+  EXPECT_EQ(pieces[2].size, kHighSize - 2 * kPage);
+  EXPECT_EQ(pieces[2].host, regions[1].host + 2 * kPage);
+  EXPECT_EQ(pieces[2].file_offset, regions[1].file_offset + 2 * kPage);
+  // Each piece is still the memfd: what the guest writes there, a backend reads.
+  ASSERT_TRUE(memory_->WriteObj<uint8_t>(pieces[2].guest_start, 0x42).ok());
+  uint8_t byte = 0;
+  ASSERT_EQ(pread(memory_->memfd(), &byte, 1, static_cast<off_t>(pieces[2].file_offset)), 1);
+  EXPECT_EQ(byte, 0x42);
+  close(file);
+}
+
+TEST_F(GuestMemoryTest, FileRangeRejections) {
+  const int file = PatternFile(2);
+  ASSERT_GE(file, 0);
+  EXPECT_EQ(memory_->MapFileCopyOnWrite(0, 0, file, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(memory_->MapFileCopyOnWrite(8, kPage, file, 0).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(memory_->MapFileCopyOnWrite(0, kPage, file, 8).code(),
+            absl::StatusCode::kInvalidArgument);
+  // Outside guest memory, or across the end of a region.
+  EXPECT_EQ(memory_->MapFileCopyOnWrite(kLowSize, kPage, file, 0).code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(memory_->MapFileCopyOnWrite(kLowSize - kPage, 2 * kPage, file, 0).code(),
+            absl::StatusCode::kOutOfRange);
+  // Not a mappable file: the range stays guest RAM.
+  absl::Status bad = memory_->MapFileCopyOnWrite(kPage, kPage, -1, 0);
+  EXPECT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("from a file"), std::string::npos) << bad;
+  EXPECT_TRUE(memory_->file_ranges().empty());
+  ASSERT_TRUE(memory_->WriteObj<uint8_t>(kPage, 0x5c).ok());
+  uint8_t byte = 0;
+  ASSERT_EQ(pread(memory_->memfd(), &byte, 1, static_cast<off_t>(kPage)), 1);
+  EXPECT_EQ(byte, 0x5c);
+  // Twice over the same pages.
+  ASSERT_TRUE(memory_->MapFileCopyOnWrite(kPage, 2 * kPage, file, 0).ok());
+  EXPECT_EQ(memory_->MapFileCopyOnWrite(2 * kPage, kPage, file, 0).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(memory_->file_ranges().size(), 1u);
+  close(file);
 }
 
 TEST_F(GuestMemoryTest, TranslateInsideRegions) {

@@ -210,6 +210,164 @@ TEST_F(KernelLoaderTest, ElfZeroPagesTakeNoHostMemory) {
   EXPECT_EQ(GuestBytes(0x1fffff, 1), std::vector<uint8_t>{0xaa});
 }
 
+// ---- Kernel text shared with the file ----
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kVirtualBase = 0xffffffff80000000;
+
+struct Symbol {
+  std::string name;
+  uint64_t value;  // a virtual address
+};
+
+// A vmlinux-shaped ELF: segments at file offsets page aligned with their addresses (offset ==
+// paddr + `skew`, so a skew that is not a page multiple breaks the alignment), then a string
+// table, a symbol table with `symbols` and the section headers.
+std::vector<uint8_t> KernelElf(const std::vector<Segment>& segments,
+                               const std::vector<Symbol>& symbols, uint64_t skew = 0) {
+  std::vector<uint8_t> image = MakeElf(segments[0].paddr, segments);
+  std::vector<uint8_t> laid_out(
+      image.begin(), image.begin() + sizeof(Elf64_Ehdr) + segments.size() * sizeof(Elf64_Phdr));
+  for (size_t i = 0; i < segments.size(); ++i) {
+    Elf64_Phdr phdr = GetPhdr(image, i);
+    phdr.p_offset = segments[i].paddr + skew;
+    phdr.p_align = kPage;
+    laid_out.resize(std::max<size_t>(laid_out.size(), phdr.p_offset));
+    if (laid_out.size() > phdr.p_offset) laid_out.resize(phdr.p_offset);
+    laid_out.insert(laid_out.end(), segments[i].data.begin(), segments[i].data.end());
+    PutPhdr(laid_out, i, phdr);
+  }
+  std::string strings(1, '\0');
+  std::vector<Elf64_Sym> syms(1);  // entry 0 is the null symbol
+  for (const Symbol& symbol : symbols) {
+    Elf64_Sym sym{};
+    sym.st_name = static_cast<Elf64_Word>(strings.size());
+    sym.st_value = symbol.value;
+    syms.push_back(sym);
+    strings += symbol.name + '\0';
+  }
+  const uint64_t strtab_offset = laid_out.size();
+  laid_out.insert(laid_out.end(), strings.begin(), strings.end());
+  laid_out.resize((laid_out.size() + 7) & ~size_t{7});
+  const uint64_t symtab_offset = laid_out.size();
+  laid_out.resize(symtab_offset + syms.size() * sizeof(Elf64_Sym));
+  std::memcpy(laid_out.data() + symtab_offset, syms.data(), syms.size() * sizeof(Elf64_Sym));
+  const uint64_t shoff = laid_out.size();
+  Elf64_Shdr sections[3] = {};
+  sections[1].sh_type = SHT_STRTAB;
+  sections[1].sh_offset = strtab_offset;
+  sections[1].sh_size = strings.size();
+  sections[2].sh_type = SHT_SYMTAB;
+  sections[2].sh_offset = symtab_offset;
+  sections[2].sh_size = syms.size() * sizeof(Elf64_Sym);
+  sections[2].sh_entsize = sizeof(Elf64_Sym);
+  sections[2].sh_link = 1;
+  laid_out.resize(shoff + sizeof(sections));
+  std::memcpy(laid_out.data() + shoff, sections, sizeof(sections));
+  Elf64_Ehdr ehdr = GetEhdr(laid_out);
+  ehdr.e_shoff = shoff;
+  ehdr.e_shentsize = sizeof(Elf64_Shdr);
+  ehdr.e_shnum = 3;
+  Put(laid_out, 0, ehdr);
+  return laid_out;
+}
+
+// The image in a file (a memfd), as kapsel-vmm opens the kernel.
+int ImageFile(const std::vector<uint8_t>& image) {
+  const int fd = memfd_create("vmlinux", MFD_CLOEXEC);
+  if (fd >= 0 && write(fd, image.data(), image.size()) != static_cast<ssize_t>(image.size())) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Text from 0x200000 for 3.5 pages; then the file holds 2 more pages of data (a gap the kernel
+// frees, rodata), then a .bss.
+struct TextKernel {
+  static constexpr uint64_t kText = 0x200000;
+  std::vector<uint8_t> file = Pattern(6 * kPage + 100, 5);
+  std::vector<Segment> segments = {{PT_LOAD, kText, file, 8 * kPage}};
+  std::vector<Symbol> symbols = {{"_stext", kVirtualBase + kText + 16},
+                                 {"_text", kVirtualBase + kText},
+                                 {"_etext", kVirtualBase + kText + 3 * kPage + 2048}};
+};
+
+TEST_F(KernelLoaderTest, ElfTextIsMappedFromTheFile) {
+  const TextKernel k;
+  const std::vector<uint8_t> image = KernelElf(k.segments, k.symbols);
+  const int fd = ImageFile(image);
+  ASSERT_GE(fd, 0);
+  auto kernel = LoadElfKernel(image, *memory_, fd);
+  ASSERT_TRUE(kernel.ok()) << kernel.status();
+  // Whole pages from _text up to the page that holds _etext.
+  EXPECT_EQ(kernel->shared_text_bytes, 4 * kPage);
+  ASSERT_EQ(memory_->file_ranges().size(), 1u);
+  EXPECT_EQ(memory_->file_ranges()[0].start, TextKernel::kText);
+  EXPECT_EQ(memory_->file_ranges()[0].size, 4 * kPage);
+  // The guest sees exactly what copying would have given it, shared or not.
+  EXPECT_EQ(GuestBytes(TextKernel::kText, k.file.size()), k.file);
+  EXPECT_EQ(GuestBytes(TextKernel::kText + k.file.size(), 8 * kPage - k.file.size()),
+            std::vector<uint8_t>(8 * kPage - k.file.size(), 0));
+  EXPECT_EQ(GuestBytes(TextKernel::kText + 8 * kPage, 1), std::vector<uint8_t>{0xaa});
+  // The text pages are the file's: a change to the file shows (none is allowed in use), while
+  // the page after the text is a copy.
+  const uint8_t changed = 0x01;
+  ASSERT_EQ(pwrite(fd, &changed, 1, static_cast<off_t>(TextKernel::kText + kPage)), 1);
+  ASSERT_EQ(pwrite(fd, &changed, 1, static_cast<off_t>(TextKernel::kText + 4 * kPage)), 1);
+  EXPECT_EQ(GuestBytes(TextKernel::kText + kPage, 1), std::vector<uint8_t>{changed});
+  EXPECT_EQ(GuestBytes(TextKernel::kText + 4 * kPage, 1), std::vector<uint8_t>{k.file[4 * kPage]});
+  close(fd);
+}
+
+TEST_F(KernelLoaderTest, ElfTextIsCopiedWhenItCannotBeShared) {
+  const TextKernel k;
+  struct Case {
+    const char* why;
+    std::vector<uint8_t> image;
+    bool give_fd;
+  };
+  std::vector<Case> cases = {
+      {"no file descriptor", KernelElf(k.segments, k.symbols), false},
+      {"no symbol table", MakeElf(TextKernel::kText, k.segments), true},
+      {"no _etext", KernelElf(k.segments, {k.symbols[1]}), true},
+      {"_etext before _text",
+       KernelElf(k.segments, {{"_text", k.symbols[2].value}, {"_etext", k.symbols[1].value}}),
+       true},
+      {"file offsets not page aligned with addresses", KernelElf(k.segments, k.symbols, 512), true},
+      {"text outside every segment",
+       KernelElf(k.segments,
+                 {{"_text", kVirtualBase + 0x800000}, {"_etext", kVirtualBase + 0x900000}}),
+       true},
+  };
+  // A symbol table whose strings run past the file: ignored, not an error.
+  std::vector<uint8_t> broken = KernelElf(k.segments, k.symbols);
+  const Elf64_Ehdr ehdr = GetEhdr(broken);
+  auto strtab = Get<Elf64_Shdr>(broken, ehdr.e_shoff + sizeof(Elf64_Shdr));
+  strtab.sh_size = broken.size();
+  Put(broken, ehdr.e_shoff + sizeof(Elf64_Shdr), strtab);
+  cases.push_back({"string table past the end of the file", broken, true});
+  std::vector<uint8_t> bad_link = KernelElf(k.segments, k.symbols);
+  auto symtab = Get<Elf64_Shdr>(bad_link, ehdr.e_shoff + 2 * sizeof(Elf64_Shdr));
+  symtab.sh_link = 7;
+  Put(bad_link, ehdr.e_shoff + 2 * sizeof(Elf64_Shdr), symtab);
+  cases.push_back({"symbol table linked to a missing section", bad_link, true});
+
+  for (const Case& c : cases) {
+    SetUp();
+    const int fd = c.give_fd ? ImageFile(c.image) : -1;
+    if (c.give_fd) {
+      ASSERT_GE(fd, 0);
+    }
+    auto kernel = LoadElfKernel(c.image, *memory_, fd);
+    ASSERT_TRUE(kernel.ok()) << c.why << ": " << kernel.status();
+    EXPECT_EQ(kernel->shared_text_bytes, 0u) << c.why;
+    EXPECT_TRUE(memory_->file_ranges().empty()) << c.why;
+    EXPECT_EQ(GuestBytes(TextKernel::kText, k.file.size()), k.file) << c.why;
+    if (fd >= 0) close(fd);
+  }
+}
+
 TEST_F(KernelLoaderTest, ElfEndIsTheHighestSegmentEndWhateverTheOrder) {
   const std::vector<uint8_t> image = MakeElf(
       0x300000, {{PT_LOAD, 0x600000, Pattern(8, 1), 0x2000}, {PT_LOAD, 0x300000, {}, 0x10}});
@@ -677,6 +835,32 @@ TEST_F(RealKernelTest, VmlinuxBootsThroughPvh) {
     }
   }
   EXPECT_TRUE(entry_loaded) << std::hex << kernel->entry;
+}
+
+TEST_F(RealKernelTest, VmlinuxTextIsSharedAndLoadsTheSameBytes) {
+  std::unique_ptr<MappedFile> file = Open("vmlinux");
+  ASSERT_NE(file, nullptr);
+  auto shared = LoadKernel(file->bytes(), *memory_, file->fd());
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  auto copy_memory = GuestMemory::Create(x86::RamRanges(256 * kMiB));
+  ASSERT_TRUE(copy_memory.ok());
+  auto copied = LoadKernel(file->bytes(), **copy_memory);
+  ASSERT_TRUE(copied.ok()) << copied.status();
+  EXPECT_EQ(copied->shared_text_bytes, 0u);
+  // The guest kernel's text is megabytes; all of it is shared.
+  EXPECT_GE(shared->shared_text_bytes, 2 * kMiB);
+  ASSERT_EQ(memory_->file_ranges().size(), 1u);
+  EXPECT_EQ(memory_->file_ranges()[0].size, shared->shared_text_bytes);
+  // Byte for byte what copying loads, over the whole kernel.
+  const uint64_t start = x86::kHighMemoryStart;
+  ASSERT_EQ(shared->end, copied->end);
+  for (uint64_t at = start; at < shared->end; at += kMiB) {
+    const uint64_t n = std::min(kMiB, shared->end - at);
+    auto a = memory_->Slice(at, n);
+    auto b = (*copy_memory)->Slice(at, n);
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(0, std::memcmp(a->data(), b->data(), n)) << std::hex << "at " << at;
+  }
 }
 
 TEST_F(RealKernelTest, BzImageBootsThroughThe64BitProtocol) {

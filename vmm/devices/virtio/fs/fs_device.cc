@@ -161,12 +161,13 @@ absl::Status FsDevice::ActivateLocked(const ActivateContext& context) {
   RETURN_IF_ERROR(frontend_->SetFeatures(features));
 
   // Guest RAM is one memfd mapped MAP_SHARED per region (GuestMemory): the backend maps the same
-  // pages. Our mapping's address is the region's "userspace address", which the ring addresses
-  // below are expressed in.
+  // pages, except the ranges mapped copy-on-write from a file (the kernel's text), which the guest
+  // never hands to devices. Our mapping's address is the region's "userspace address", which the
+  // ring addresses below are expressed in.
   const GuestMemory& memory = *context.memory;
   std::vector<vhost_user::MemRegion> regions;
   std::vector<int> fds;
-  for (const MemoryRegion& r : memory.regions()) {
+  for (const MemoryRegion& r : memory.BackendRegions()) {
     regions.push_back({.guest_phys_addr = r.guest_start,
                        .memory_size = r.size,
                        .userspace_addr = reinterpret_cast<uint64_t>(r.host),
