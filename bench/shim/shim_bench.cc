@@ -2,12 +2,14 @@
 //   - `ctr run --rm <busybox> true` latency (median of --runs),
 //   - host memory of an idle sandbox: the PSS of the shim's whole process tree (for kapsel: shim,
 //     kapsel-vmm with the guest memory it touched, virtiofsd; for runc: shim and the container),
-//     also by process, with the guest's RAM apart (its memfd, in kapsel-vmm and virtiofsd);
+//     also by process, with the guest's RAM apart (its memfd, in kapsel-vmm and virtiofsd, and
+//     the kernel text kapsel-vmm maps from the vmlinux file, shared between VMs);
 //   - the same at density: --density idle sandboxes running at once, the PSS of all their trees
 //     divided by their number. With one sandbox, PSS charges it every page of the binaries and
 //     libraries it touched; on a node running many, those pages are shared and PSS splits them.
-// kapsel runs twice: with free page reporting off ("kapsel") and on ("kapsel+fpr"), each with a
-// config of its own (not /etc/kapsel/config.toml). Prints every figure and the kapsel/runc ratios.
+// kapsel runs twice, each with a config of its own (not /etc/kapsel/config.toml): with the
+// defaults ("kapsel": free page reporting, kernel text shared) and with each VM's own copy of the
+// kernel text ("kapsel-private-text"). Prints every figure and the kapsel/runc ratios.
 // Targets on hardware KVM: latency <= 2x runc, <= 16 MiB PSS per idle busybox sandbox. Runs under
 // tests/support/private-containerd (scripts/bench), in the test host without hardware KVM, where
 // TCG inflates every kapsel time. Every sandbox it starts is removed on every path.
@@ -53,13 +55,13 @@ struct Runtime {
   const char* shim;    // the shim binary's name, to find its process
   const char* config;  // a kapsel config (TOML) to run with, or null
 };
-// Each kapsel run says whether free page reporting is on, so that neither the shim's default nor a
-// /etc/kapsel/config.toml (which the shim reads when the runtime names no config) changes it.
+// Each kapsel run spells out its memory settings, so that neither the shim's defaults nor a
+// /etc/kapsel/config.toml (which the shim reads when the runtime names no config) changes them.
 constexpr Runtime kRuntimes[] = {
     {"kapsel", "io.containerd.kapsel.v2", "containerd-shim-kapsel-v2",
-     "[vm]\nfree_page_reporting = false\n"},
-    {"kapsel+fpr", "io.containerd.kapsel.v2", "containerd-shim-kapsel-v2",
-     "[vm]\nfree_page_reporting = true\n"},
+     "[vm]\nfree_page_reporting = true\nshare_kernel_text = true\n"},
+    {"kapsel-private-text", "io.containerd.kapsel.v2", "containerd-shim-kapsel-v2",
+     "[vm]\nfree_page_reporting = true\nshare_kernel_text = false\n"},
     {"runc", "io.containerd.runc.v2", "containerd-shim-runc-v2", nullptr},
 };
 
@@ -91,6 +93,14 @@ std::vector<int> Pids() {
   return pids;
 }
 
+// A process's arguments.
+std::vector<std::string> Argv(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/cmdline"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return absl::StrSplit(text.str(), '\0', absl::SkipEmpty());
+}
+
 // pid → parent pid of every process.
 std::map<int, int> Parents() {
   std::map<int, int> parents;
@@ -111,10 +121,7 @@ std::map<int, int> Parents() {
 // short-lived `start` or `delete`), or 0.
 int FindShim(const std::string& shim, const std::string& id) {
   for (int pid : Pids()) {
-    std::ifstream in(absl::StrCat("/proc/", pid, "/cmdline"));
-    std::stringstream text;
-    text << in.rdbuf();
-    std::vector<std::string> argv = absl::StrSplit(text.str(), '\0', absl::SkipEmpty());
+    const std::vector<std::string> argv = Argv(pid);
     if (argv.empty() || !absl::EndsWith(argv[0], shim)) continue;
     if (argv.back() == "start" || argv.back() == "delete") continue;
     for (size_t i = 1; i + 1 < argv.size(); ++i) {
@@ -148,6 +155,19 @@ long PssKib(int pid, const char* file, const std::string& only_mapping = "") {
   return total;
 }
 
+// The kernel file a kapsel-vmm runs (its --kernel, resolved as smaps shows it), or "".
+std::string VmmKernel(int pid) {
+  const std::vector<std::string> argv = Argv(pid);
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] != "--kernel") continue;
+    std::error_code error;
+    const std::filesystem::path path = std::filesystem::canonical(
+        std::filesystem::path(absl::StrCat("/proc/", pid, "/cwd")) / argv[i + 1], error);
+    return error ? "" : path.string();
+  }
+  return "";
+}
+
 std::string Comm(int pid) {
   std::ifstream in(absl::StrCat("/proc/", pid, "/comm"));
   std::string comm;
@@ -170,8 +190,9 @@ std::pair<long, long> MemInUseKib() {
 }
 
 // Pss (KiB) of the processes in the trees under `roots` (the shims), summed over the trees, by
-// process name; the guest memory (kapsel-vmm's memfd, which virtiofsd maps too) apart as
-// "guest RAM". One snapshot of the process list for all of them.
+// process name; the guest memory apart: "guest RAM" (kapsel-vmm's memfd, which virtiofsd maps
+// too) and "guest text" (the kernel text kapsel-vmm maps from its vmlinux, shared by every VM
+// booting it). One snapshot of the process list for all of them.
 std::map<std::string, long> TreesPssKib(const std::set<int>& roots) {
   const std::map<int, int> parents = Parents();
   std::map<std::string, long> by_name;
@@ -189,6 +210,12 @@ std::map<std::string, long> TreesPssKib(const std::set<int>& roots) {
     if (guest > 0) {
       by_name["guest RAM"] += guest;
       pss -= guest;
+    }
+    const std::string kernel = VmmKernel(pid);
+    const long text = kernel.empty() ? 0 : PssKib(pid, "smaps", kernel);
+    if (text > 0) {
+      by_name["guest text"] += text;
+      pss -= text;
     }
     by_name[Comm(pid)] += pss;
   }
@@ -372,33 +399,33 @@ int main(int argc, char** argv) {
   }
 
   std::fprintf(stderr, "shim_bench: done in %.0f s\n", SecondsSince(bench_start));
-  const Result& kapsel = results["kapsel"];
-  const Result& fpr = results["kapsel+fpr"];
   const Result& runc = results["runc"];
-  std::printf(
-      "ctr run --rm latency (median of %d): kapsel %.0f ms (%.0f with free page reporting), "
-      "runc %.0f ms, ratio %.2f (goal <= 2 on hardware KVM)\n",
-      runs, kapsel.latency_ms, fpr.latency_ms, runc.latency_ms,
-      kapsel.latency_ms / runc.latency_ms);
-  std::printf(
-      "idle busybox sandbox PSS, one sandbox alone (shim process tree): kapsel %.1f MiB (%.1f with "
-      "free page reporting), runc %.1f MiB, ratio %.1f (%.1f with free page reporting) (goal: "
-      "kapsel <= 16 MiB)\n",
-      kapsel.single.PerSandboxMib(), fpr.single.PerSandboxMib(), runc.single.PerSandboxMib(),
-      kapsel.single.PerSandboxMib() / runc.single.PerSandboxMib(),
-      fpr.single.PerSandboxMib() / runc.single.PerSandboxMib());
   for (const Runtime& rt : kRuntimes) {
-    std::printf("  %s PSS by process (MiB): %s\n", rt.name,
+    if (&results[rt.name] == &runc) continue;
+    const Result& r = results[rt.name];
+    std::printf(
+        "%s: ctr run --rm latency (median of %d) %.0f ms, runc %.0f ms, ratio %.2f (goal <= 2 on "
+        "hardware KVM)\n",
+        rt.name, runs, r.latency_ms, runc.latency_ms, r.latency_ms / runc.latency_ms);
+    std::printf(
+        "%s: idle busybox sandbox PSS, alone (shim process tree) %.1f MiB, runc %.1f MiB, ratio "
+        "%.1f (goal: kapsel <= 16 MiB)\n",
+        rt.name, r.single.PerSandboxMib(), runc.single.PerSandboxMib(),
+        r.single.PerSandboxMib() / runc.single.PerSandboxMib());
+    if (density > 0) {
+      std::printf(
+          "%s: idle busybox sandbox PSS at density %d (%d running at once, total / %d: binaries, "
+          "libraries and kernel text shared) %.1f MiB, runc %.1f MiB, ratio %.1f (goal: kapsel <= "
+          "16 MiB)\n",
+          rt.name, density, density, density, r.density.PerSandboxMib(),
+          runc.density.PerSandboxMib(), r.density.PerSandboxMib() / runc.density.PerSandboxMib());
+    }
+  }
+  for (const Runtime& rt : kRuntimes) {
+    std::printf("  %s PSS by process, alone (MiB): %s\n", rt.name,
                 Breakdown(results[rt.name].single.kib, 1).c_str());
   }
   if (density > 0) {
-    std::printf(
-        "idle busybox sandbox PSS at density %d (%d running at once, total / %d: binaries and "
-        "libraries shared): kapsel %.1f MiB (%.1f with free page reporting), runc %.1f MiB, ratio "
-        "%.1f (%.1f with free page reporting) (goal: kapsel <= 16 MiB)\n",
-        density, density, density, kapsel.density.PerSandboxMib(), fpr.density.PerSandboxMib(),
-        runc.density.PerSandboxMib(), kapsel.density.PerSandboxMib() / runc.density.PerSandboxMib(),
-        fpr.density.PerSandboxMib() / runc.density.PerSandboxMib());
     for (const Runtime& rt : kRuntimes) {
       std::printf("  %s PSS by process at density %d, per sandbox (MiB): %s\n", rt.name, density,
                   Breakdown(results[rt.name].density.kib, density).c_str());
