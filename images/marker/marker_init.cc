@@ -7,23 +7,29 @@
 //   KAPSEL_GUEST_READY uptime=0.42
 // Command line switches: kapsel.write_disk (write "written by the guest" to sector 1 of vda and
 // flush), kapsel.exit_init (return from init instead of powering off: the kernel panics),
-// kapsel.hold (stay up after the marker until the VM is stopped from outside).
+// kapsel.hold (stay up after the marker until the VM is stopped from outside), kapsel.net_up
+// (before the marker, bring every network interface but lo up, so its driver posts its rx
+// buffers; print "kapsel-guest: net up <name>").
 // vsock, after the marker: kapsel.vsock_hello=PORT (connect to the host, CID 2, at PORT, send
 // "hello from the guest\n", print "kapsel-guest: vsock hello reply: <line>"), then
 // kapsel.vsock_echo=PORT (listen on PORT, print "kapsel-guest: vsock echo port=PORT", echo every
 // connection until its end of file, one process each, until the VM is stopped from outside).
+#include <dirent.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <signal.h>
 #include <sys/socket.h>
 // clang-format off: needs sys/socket.h first
 #include <linux/vm_sockets.h>
 // clang-format on
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -109,6 +115,24 @@ void ReportDisks(bool write_disk) {
     }
     close(fd);
   }
+}
+
+void NetUp() {
+  DIR* dir = opendir("/sys/class/net");
+  if (dir == nullptr) return;
+  const int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  while (dirent* entry = readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name == "." || name == ".." || name == "lo" || name.size() >= IFNAMSIZ) continue;
+    ifreq request{};
+    std::memcpy(request.ifr_name, name.c_str(), name.size());
+    bool ok = sock >= 0 && ioctl(sock, SIOCGIFFLAGS, &request) == 0;
+    request.ifr_flags |= IFF_UP;
+    ok = ok && ioctl(sock, SIOCSIFFLAGS, &request) == 0;
+    std::printf("kapsel-guest: net up %s: %s\n", name.c_str(), ok ? "ok" : std::strerror(errno));
+  }
+  if (sock >= 0) close(sock);
+  closedir(dir);
 }
 
 // The value of "NAME=VALUE" on the command line, or -1.
@@ -217,6 +241,7 @@ int main() {
   std::printf("kapsel-guest: cpus=%d\n", CountCpus());
   ReportRng();
   ReportDisks(has_flag("kapsel.write_disk"));
+  if (has_flag("kapsel.net_up")) NetUp();
   std::string uptime = ReadFile("/proc/uptime");
   std::printf("KAPSEL_GUEST_READY uptime=%s\n", uptime.substr(0, uptime.find(' ')).c_str());
   std::fflush(stdout);

@@ -265,7 +265,7 @@ class NetDeviceTest : public ::testing::Test {
 TEST_F(NetDeviceTest, FeaturesAndConfigSpace) {
   MmioDriver mmio(*transport_);
   EXPECT_EQ(mmio.Read32(VIRTIO_MMIO_DEVICE_ID), uint32_t{VIRTIO_ID_NET});
-  EXPECT_EQ(mmio.DeviceFeatures(), kFeatures | kOffloadFeatures);
+  EXPECT_EQ(mmio.DeviceFeatures(), kFeatures | kOffloadFeatures | Bit(kVirtioNetFMrgRxbuf));
   uint8_t config[16];
   for (int i = 0; i < 16; ++i) {
     transport_->Read(VIRTIO_MMIO_CONFIG + i, absl::MakeSpan(&config[i], 1));
@@ -536,6 +536,180 @@ TEST_F(NetDeviceTest, ResetStopsReadingTheTapAndActivationResumes) {
   NotifyRx();
   ASSERT_TRUE(WaitRxUsed(1));
   ExpectRxFrame(0, 0, frame);
+}
+
+// --- Mergeable rx buffers (VIRTIO_NET_F_MRG_RXBUF) ---
+
+// The driver takes MRG_RXBUF and posts small buffers, as Linux does.
+class NetMergeableTest : public NetDeviceTest {
+ protected:
+  NetMergeableTest() { driver_features_ = kFeatures | Bit(kVirtioNetFMrgRxbuf); }
+
+  // Posts `count` buffers of `len` bytes at kRxData + kRxSlot * (first + i), without notify.
+  std::vector<uint16_t> PostBuffers(int first, int count, uint32_t len) {
+    std::vector<uint16_t> heads;
+    for (int i = 0; i < count; ++i) heads.push_back(PostRx(first + i, len));
+    return heads;
+  }
+
+  // The frame in used elements [from, from + header.num_buffers): each used element must name the
+  // buffer posted in slot first_slot + i, and the buffers hold header + frame in order.
+  std::pair<KapselVirtioNetHdr, std::vector<uint8_t>> ReadMerged(uint16_t from, int first_slot) {
+    const KapselVirtioNetHdr h = ReadHeader(*memory_, kRxData + kRxSlot * uint64_t(first_slot));
+    std::vector<uint8_t> bytes;
+    for (int i = 0; i < std::max<int>(h.num_buffers, 1); ++i) {
+      const testing::UsedElem used = rx_.Used(static_cast<uint16_t>(from + i));
+      std::vector<uint8_t> piece(used.len);
+      EXPECT_TRUE(
+          memory_->Read(kRxData + kRxSlot * uint64_t(first_slot + i), piece.data(), used.len).ok());
+      bytes.insert(bytes.end(), piece.begin(), piece.end());
+    }
+    if (bytes.size() < kNetHeaderSize) return {h, {}};
+    return {h, std::vector<uint8_t>(bytes.begin() + kNetHeaderSize, bytes.end())};
+  }
+};
+
+TEST_F(NetMergeableTest, FeatureIsOfferedAndSmallFramesTakeOneBuffer) {
+  EXPECT_NE(device_->device_features() & Bit(kVirtioNetFMrgRxbuf), 0u);
+  PostBuffers(0, 2, 1536);
+  NotifyRx();
+  const std::vector<uint8_t> frame = TestFrame(300, 3);
+  ASSERT_TRUE(tap_->Inject(frame).ok());
+  ASSERT_TRUE(WaitRxUsed(1));
+  auto [h, got] = ReadMerged(0, 0);
+  EXPECT_EQ(h.num_buffers, 1);
+  EXPECT_EQ(rx_.Used(0).len, kNetHeaderSize + frame.size());
+  EXPECT_EQ(got, frame);
+}
+
+TEST_F(NetMergeableTest, LargeFrameSpreadsOverBuffersPublishedTogether) {
+  const std::vector<uint16_t> heads = PostBuffers(0, 4, 1024);
+  NotifyRx();
+  const std::vector<uint8_t> frame = TestFrame(1500, 7);  // + header: 1512 = 1024 + 488
+  ASSERT_TRUE(tap_->Inject(frame).ok());
+  ASSERT_TRUE(WaitRxUsed(2));
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(rx_.UsedIdx(), 2) << "a buffer the frame did not need was used";
+  EXPECT_EQ(rx_.Used(0).id, heads[0]);
+  EXPECT_EQ(rx_.Used(0).len, 1024u);
+  EXPECT_EQ(rx_.Used(1).id, heads[1]);
+  EXPECT_EQ(rx_.Used(1).len, kNetHeaderSize + frame.size() - 1024);
+  auto [h, got] = ReadMerged(0, 0);
+  EXPECT_EQ(h.num_buffers, 2);
+  EXPECT_EQ(got, frame);
+  // The next frame starts in the next buffer.
+  const std::vector<uint8_t> next = TestFrame(100, 1);
+  ASSERT_TRUE(tap_->Inject(next).ok());
+  ASSERT_TRUE(WaitRxUsed(3));
+  EXPECT_EQ(rx_.Used(2).id, heads[2]);
+  EXPECT_EQ(ReadMerged(2, 2).second, next);
+  EXPECT_EQ(device_->counters().rx_frames, 2u);
+}
+
+TEST_F(NetMergeableTest, FrameWaitsWholeUntilEnoughBuffersArrive) {
+  PostBuffers(0, 2, 512);
+  NotifyRx();
+  const std::vector<uint8_t> frame = TestFrame(1400, 5);  // 1412 bytes: three buffers
+  ASSERT_TRUE(tap_->Inject(frame).ok());
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(rx_.UsedIdx(), 0) << "part of a frame was published";
+  EXPECT_EQ(device_->counters().rx_dropped, 0u);
+  // The third buffer, notified as a driver does: the frame arrives whole, in order.
+  PostBuffers(2, 1, 512);
+  NotifyRx();
+  ASSERT_TRUE(WaitRxUsed(3));
+  auto [h, got] = ReadMerged(0, 0);
+  EXPECT_EQ(h.num_buffers, 3);
+  EXPECT_EQ(got, frame);
+  // And the tap is watched again.
+  PostBuffers(3, 1, 512);
+  NotifyRx();
+  const std::vector<uint8_t> later = TestFrame(64, 9);
+  ASSERT_TRUE(tap_->Inject(later).ok());
+  ASSERT_TRUE(WaitRxUsed(4));
+  EXPECT_EQ(ReadMerged(3, 3).second, later);
+}
+
+// ... and every offload, as Linux does.
+class NetMergeableOffloadTest : public NetMergeableTest {
+ protected:
+  NetMergeableOffloadTest() { driver_features_ |= kOffloadFeatures; }
+};
+
+TEST_F(NetMergeableOffloadTest, CoalescedTcpFrameOfSixtyFourKiBInPages) {
+  // 17 pages for 65547 bytes of header + frame: as Linux posts them, one page each.
+  constexpr GuestAddress kPages = 0xc0000;
+  for (int i = 0; i < 17; ++i) {
+    rx_.Publish(rx_.AddChain({{kPages + 0x1000 * uint64_t(i), 0x1000, true}}));
+  }
+  NotifyRx();
+  absl::StatusOr<testing::VnetHdrSender> host = testing::VnetHdrSender::Create("ktest0");
+  ASSERT_TRUE(host.ok()) << host.status();
+  TcpFrameSpec spec;
+  spec.payload_size = 65535 - testing::kTcpHeadersLen;
+  spec.full_checksum = false;
+  const std::vector<uint8_t> frame = TcpFrame(spec);
+  ASSERT_TRUE(host->Send(testing::TcpOffloadHeader(1448), frame).ok());
+  ASSERT_TRUE(WaitRxUsed(17));
+  std::vector<uint8_t> bytes(17 * 0x1000);
+  ASSERT_TRUE(memory_->Read(kPages, bytes.data(), bytes.size()).ok());
+  uint32_t total = 0;
+  for (int i = 0; i < 17; ++i) total += rx_.Used(static_cast<uint16_t>(i)).len;
+  ASSERT_EQ(total, kNetHeaderSize + frame.size());
+  KapselVirtioNetHdr h;
+  std::memcpy(&h, bytes.data(), sizeof(h));
+  EXPECT_EQ(h.num_buffers, 17);
+  EXPECT_EQ(h.gso_type, kVirtioNetHdrGsoTcpv4);
+  EXPECT_EQ(h.gso_size, 1448);
+  EXPECT_TRUE(std::equal(frame.begin(), frame.end(), bytes.begin() + kNetHeaderSize))
+      << "the frame differs";
+}
+
+TEST_F(NetMergeableTest, BadBufferDropsTheFrameAndTheQueueGoesOn) {
+  const uint16_t good = PostRx(0, 1024);
+  const uint16_t bad = rx_.AddChain({{kRxData + kRxSlot, 64, false}});  // readable
+  rx_.Publish(bad);
+  NotifyRx();
+  ASSERT_TRUE(tap_->Inject(TestFrame(1500, 2)).ok());  // needs both
+  ASSERT_TRUE(WaitRxUsed(2));
+  // Both back, empty; the frame is counted as dropped.
+  for (uint16_t i = 0; i < 2; ++i) EXPECT_EQ(rx_.Used(i).len, 0u);
+  EXPECT_TRUE((rx_.Used(0).id == good && rx_.Used(1).id == bad) ||
+              (rx_.Used(0).id == bad && rx_.Used(1).id == good));
+  EXPECT_EQ(device_->counters().bad_chains, 1u);
+  EXPECT_EQ(device_->counters().rx_dropped, 1u);
+  PostBuffers(2, 1, 1024);
+  NotifyRx();
+  const std::vector<uint8_t> frame = TestFrame(200, 4);
+  ASSERT_TRUE(tap_->Inject(frame).ok());
+  ASSERT_TRUE(WaitRxUsed(3));
+  EXPECT_EQ(ReadMerged(2, 2).second, frame);
+}
+
+TEST_F(NetMergeableOffloadTest, FrameNoFullRingCanHoldIsDropped) {
+  // 256 buffers of 16 bytes hold 4096 bytes: a 64 KiB TCP frame never fits and must not block
+  // the queue; the buffers serve the next frame.
+  constexpr GuestAddress kTiny = 0xc0000;
+  for (int i = 0; i < kQueueSize; ++i) {
+    rx_.Publish(rx_.AddChain({{kTiny + 16 * uint64_t(i), 16, true}}));
+  }
+  NotifyRx();
+  absl::StatusOr<testing::VnetHdrSender> host = testing::VnetHdrSender::Create("ktest0");
+  ASSERT_TRUE(host.ok()) << host.status();
+  TcpFrameSpec spec;
+  spec.payload_size = 65535 - testing::kTcpHeadersLen;
+  spec.full_checksum = false;
+  ASSERT_TRUE(host->Send(testing::TcpOffloadHeader(1448), TcpFrame(spec)).ok());
+  const std::vector<uint8_t> small = TestFrame(60, 2);  // 72 bytes: five buffers
+  ASSERT_TRUE(tap_->Inject(small).ok());
+  ASSERT_TRUE(WaitRxUsed(5));
+  std::vector<uint8_t> bytes(80);
+  ASSERT_TRUE(memory_->Read(kTiny, bytes.data(), bytes.size()).ok());
+  KapselVirtioNetHdr h;
+  std::memcpy(&h, bytes.data(), sizeof(h));
+  EXPECT_EQ(h.num_buffers, 5);
+  EXPECT_TRUE(std::equal(small.begin(), small.end(), bytes.begin() + kNetHeaderSize));
+  EXPECT_EQ(device_->counters().rx_dropped, 1u);
 }
 
 // --- Offloads ---

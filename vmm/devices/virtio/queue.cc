@@ -2,6 +2,7 @@
 
 #include <linux/virtio_config.h>
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <utility>
@@ -177,19 +178,35 @@ absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop() {
 void Queue::UndoPop() { --last_avail_idx_; }
 
 absl::Status Queue::AddUsed(uint16_t head, uint32_t len) {
+  const UsedChain chain{head, len};
+  return AddUsed(absl::MakeConstSpan(&chain, 1));
+}
+
+absl::Status Queue::AddUsed(absl::Span<const UsedChain> chains) {
   if (!active()) return absl::FailedPreconditionError("virtqueue is not active");
   if (broken_) return absl::FailedPreconditionError("virtqueue is broken");
-  if (head >= size_) {
+  if (chains.size() > size_) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("used element for descriptor %d (queue size %d)", head, size_));
+        absl::StrFormat("%d used elements at once (queue size %d)", chains.size(), size_));
   }
-  const GuestAddress slot = used_ring_ + kRingHeader + kUsedEntry * (used_idx_ % size_);
-  absl::Status written = memory_->WriteObj(slot, UsedElement{head, len});
-  if (!written.ok()) return Broken(written);
-  ++used_idx_;
-  // Release: the element and the buffer contents are visible before the driver sees the index.
+  for (const UsedChain& chain : chains) {
+    if (chain.head >= size_) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("used element for descriptor %d (queue size %d)", chain.head, size_));
+    }
+  }
+  uint16_t idx = used_idx_;
+  for (const UsedChain& chain : chains) {
+    const GuestAddress slot = used_ring_ + kRingHeader + kUsedEntry * (idx % size_);
+    absl::Status written = memory_->WriteObj(slot, UsedElement{chain.head, chain.len});
+    if (!written.ok()) return Broken(written);
+    ++idx;
+  }
+  used_idx_ = idx;
+  // Release: the elements and the buffer contents are visible before the driver sees the index.
   __atomic_store_n(used_idx_ptr(), used_idx_, __ATOMIC_RELEASE);
-  if (used_since_signal_ < UINT32_MAX) ++used_since_signal_;
+  used_since_signal_ = static_cast<uint32_t>(
+      std::min<uint64_t>(uint64_t{used_since_signal_} + chains.size(), UINT32_MAX));
   return absl::OkStatus();
 }
 

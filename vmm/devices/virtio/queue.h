@@ -24,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "vmm/devices/virtio/descriptor_chain.h"
 #include "vmm/memory/guest_memory.h"
 
@@ -75,6 +76,15 @@ class Queue {
   // Returns a chain to the driver: writes the used element and publishes the new used index
   // (release ordering: the element and the buffers' contents are visible before the index).
   absl::Status AddUsed(uint16_t head, uint32_t len);
+  // A chain returned to the driver: its head and the bytes written into it.
+  struct UsedChain {
+    uint16_t head;
+    uint32_t len;
+  };
+  // Returns several chains with one used-index update, so the driver sees all of them or none
+  // (a frame spread over several rx buffers, VIRTIO_NET_F_MRG_RXBUF). Every head is checked
+  // before anything is written.
+  absl::Status AddUsed(absl::Span<const UsedChain> chains);
   // True if used elements were added since the last call and the driver wants an interrupt for
   // them: with EVENT_IDX, used_event lies among the used indexes published since the last call;
   // without, VRING_AVAIL_F_NO_INTERRUPT is clear. Either way, the range starts anew.

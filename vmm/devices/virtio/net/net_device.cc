@@ -67,15 +67,19 @@ NetDevice::~NetDevice() {
 uint32_t NetDevice::device_type() const { return VIRTIO_ID_NET; }
 
 uint64_t NetDevice::device_features() const {
-  // Indirect descriptors: a Linux driver that took GUEST_TSO without MRG_RXBUF posts each rx
-  // buffer as a chain of 19 (header + 17 pages + ...); direct, 256 ring slots hold only 13 of
-  // them, and the small frames of a stream (its ACKs) then starve for buffers.
+  // MRG_RXBUF: the driver posts small rx buffers (Linux: 1.5 to 4 KiB each) and a frame takes as
+  // many as it needs. Without it, a Linux driver that took GUEST_TSO posts "big packets" chains
+  // of 18 pages each, one per ring slot with indirect descriptors: 18 MiB of guest memory held
+  // by an idle interface.
+  // Indirect descriptors: for such drivers, without them 256 ring slots hold only 13 big chains
+  // (19 descriptors each), and the small frames of a stream (its ACKs) then starve for buffers.
   // EVENT_IDX: tx is processed until Pop finds nothing; rx waits for the driver only after Pop
   // found no buffer or, on a tap error, after NotifyOnNextAvail.
   uint64_t features = (uint64_t{1} << VIRTIO_F_VERSION_1) |
                       (uint64_t{1} << kVirtioRingFIndirectDesc) |
                       (uint64_t{1} << kVirtioRingFEventIdx) | (uint64_t{1} << kVirtioNetFMac) |
-                      (uint64_t{1} << kVirtioNetFStatus) | kNetOffloadFeatures;
+                      (uint64_t{1} << kVirtioNetFMrgRxbuf) | (uint64_t{1} << kVirtioNetFStatus) |
+                      kNetOffloadFeatures;
   if (mtu_ != 0) features |= uint64_t{1} << kVirtioNetFMtu;
   return features;
 }
@@ -116,6 +120,8 @@ absl::Status NetDevice::Activate(ActivateContext context) {
   }
   registered_ = true;
   offloads_ = offloads;
+  mergeable_ = (context.acked_features & (uint64_t{1} << kVirtioNetFMrgRxbuf)) != 0;
+  pending_size_ = 0;
   memory_ = context.memory;
   rx_ = &context.queues[kRxQueue];
   tx_ = &context.queues[kTxQueue];
@@ -128,6 +134,8 @@ void NetDevice::Reset() {
   UnregisterTap();
   // Frames the host queues from now on are for whatever driver comes next: none offloaded.
   offloads_ = NetOffloads{};
+  mergeable_ = false;
+  pending_size_ = 0;  // read under the old driver's offloads: not for the next one
   absl::Status offload = SetTapOffload(tap_.get(), tap_name_, 0);
   if (!offload.ok()) LogOnce(&logged_offload_error_, std::string(offload.message()));
   memory_ = nullptr;
@@ -223,7 +231,118 @@ bool NetDevice::SendFrame(const DescriptorChain& chain) {
   return true;
 }
 
+bool NetDevice::ProcessRxMergeable() {
+  bool used = false;
+  for (int frames = 0; frames < kBudget; ++frames) {
+    if (pending_size_ == 0) {
+      pending_header_ = {};
+      iovec iov[2] = {{&pending_header_, sizeof(pending_header_)},
+                      {scratch_.data(), scratch_.size() - kNetHeaderSize}};
+      ssize_t n;
+      do {
+        n = readv(tap_.get(), iov, 2);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0) {
+        const int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK) {
+          ArmTap();
+        } else {
+          rx_->NotifyOnNextAvail();  // as in ProcessRx: not re-armed, the next rx notify retries
+          LogOnce(&logged_rx_error_,
+                  std::string(ErrnoError(err, "reading from the tap").message()));
+        }
+        return used;
+      }
+      if (static_cast<uint64_t>(n) < kNetHeaderSize ||
+          !PrepareRxHeader(offloads_, &pending_header_).ok()) {
+        ++counters_.rx_dropped;
+        continue;
+      }
+      pending_size_ = static_cast<uint64_t>(n);
+    }
+    const uint16_t used_before = rx_->used_idx();
+    const bool delivered = DeliverPendingFrame();
+    used = used || rx_->used_idx() != used_before;
+    // Too few buffers: the frame waits in pending_size_ and the tap stays disarmed until the
+    // driver notifies (Pop asked it to, with EVENT_IDX).
+    if (!delivered) return used;
+  }
+  ArmTap();  // budget spent: come back through the loop
+  return used;
+}
+
+bool NetDevice::DeliverPendingFrame() {
+  struct Taken {
+    DescriptorChain chain;
+    uint64_t bytes;  // what this chain gets of the frame
+  };
+  std::vector<Taken> taken;
+  uint64_t capacity = 0;
+  while (capacity < pending_size_) {
+    absl::StatusOr<std::optional<DescriptorChain>> popped = rx_->Pop();
+    if (!popped.ok()) return false;  // broken: the device needs a reset
+    if (!popped->has_value()) {
+      for (size_t i = 0; i < taken.size(); ++i) rx_->UndoPop();
+      return false;
+    }
+    DescriptorChain& chain = **popped;
+    // Every buffer must hold at least a header (virtio 1.2, 5.1.6.3.1).
+    if (!chain.status.ok() || chain.num_readable != 0 || chain.writable_bytes < kNetHeaderSize) {
+      // A broken driver: the chains taken so far go back with it, all empty, and the frame is
+      // lost (the driver sees each as an error).
+      ++counters_.bad_chains;
+      ++counters_.rx_dropped;
+      std::vector<Queue::UsedChain> empty = {{chain.head, 0}};
+      for (const Taken& t : taken) empty.push_back({t.chain.head, 0});
+      (void)rx_->AddUsed(empty);
+      pending_size_ = 0;
+      return true;
+    }
+    const uint64_t bytes = std::min<uint64_t>(chain.writable_bytes, pending_size_ - capacity);
+    capacity += bytes;
+    taken.push_back({std::move(chain), bytes});
+    if (capacity < pending_size_ && taken.size() == rx_->size()) {
+      // Even a full ring of these buffers cannot hold the frame: it never will.
+      for (size_t i = 0; i < taken.size(); ++i) rx_->UndoPop();
+      ++counters_.rx_dropped;
+      pending_size_ = 0;
+      return true;
+    }
+  }
+  pending_header_.num_buffers = htole16(static_cast<uint16_t>(taken.size()));
+  std::vector<Queue::UsedChain> used;
+  uint64_t offset = 0;  // into the frame after its header
+  for (size_t i = 0; i < taken.size(); ++i) {
+    ChainWriter out(*memory_, taken[i].chain);
+    uint64_t data = taken[i].bytes;
+    absl::Status written;
+    if (i == 0) {
+      written = out.WriteObj(pending_header_);
+      data -= kNetHeaderSize;
+    }
+    if (written.ok()) written = out.Write(absl::MakeConstSpan(scratch_.data() + offset, data));
+    if (!written.ok()) {
+      // Cannot happen (the chains' buffers were checked to be guest RAM); never a short frame.
+      ++counters_.bad_chains;
+      ++counters_.rx_dropped;
+      for (Queue::UsedChain& u : used) u.len = 0;
+      for (size_t j = i; j < taken.size(); ++j) used.push_back({taken[j].chain.head, 0});
+      (void)rx_->AddUsed(used);
+      pending_size_ = 0;
+      return true;
+    }
+    offset += data;
+    used.push_back({taken[i].chain.head, static_cast<uint32_t>(taken[i].bytes)});
+  }
+  if (!rx_->AddUsed(used).ok()) return false;
+  ++counters_.rx_frames;
+  counters_.rx_bytes += pending_size_ - kNetHeaderSize;
+  pending_size_ = 0;
+  return true;
+}
+
 bool NetDevice::ProcessRx() {
+  if (mergeable_) return ProcessRxMergeable();
   bool used = false;
   std::vector<iovec> iov;
   KapselVirtioNetHdr header;

@@ -104,6 +104,12 @@ class NetDevice : public VirtioDevice {
   // Reads frames from the tap into rx buffers; re-arms the tap when it ran dry, leaves it
   // disarmed when the rx queue ran out of buffers. Returns whether any buffer was used.
   bool ProcessRx() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The same with VIRTIO_NET_F_MRG_RXBUF: each frame is read into scratch_ first, then spread
+  // over as many rx chains as it needs, published together.
+  bool ProcessRxMergeable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts the pending frame into rx chains. False if the queue has too few buffers for it now (the
+  // frame stays pending, nothing is used) or is broken.
+  bool DeliverPendingFrame() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends one tx chain; returns false if it was malformed.
   bool SendFrame(const DescriptorChain& chain) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ArmTap() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -129,8 +135,14 @@ class NetDevice : public VirtioDevice {
   bool logged_offload_error_ ABSL_GUARDED_BY(mu_) = false;
   // What the driver negotiated, while active (all off otherwise).
   NetOffloads offloads_ ABSL_GUARDED_BY(mu_);
-  // Absorbs the tail of an rx frame larger than its chain.
+  bool mergeable_ ABSL_GUARDED_BY(mu_) = false;  // VIRTIO_NET_F_MRG_RXBUF
+  // Absorbs the tail of an rx frame larger than its chain; with MRG_RXBUF, holds each frame
+  // (after its header) until it is in rx chains.
   std::vector<uint8_t> scratch_ ABSL_GUARDED_BY(mu_);
+  // MRG_RXBUF: a frame read from the tap that waits for enough rx buffers (0: none), header
+  // included, and its header.
+  uint64_t pending_size_ ABSL_GUARDED_BY(mu_) = 0;
+  KapselVirtioNetHdr pending_header_ ABSL_GUARDED_BY(mu_){};
 };
 
 }  // namespace kapsel::vmm::virtio

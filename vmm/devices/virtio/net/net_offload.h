@@ -16,12 +16,6 @@
 //                                Linux guest never sends it, so it would be an untested path.
 //   GUEST_ECN, HOST_ECN          TCP segments with ECN are then segmented in software, which is
 //                                correct; not worth another header combination.
-//   MRG_RXBUF                    a frame spread over several rx chains needs all of its used
-//                                elements published with one used-index update (a driver that
-//                                sees the first one before the rest drops the frame), which the
-//                                shared Queue does not offer. Without it a Linux guest that took
-//                                GUEST_TSO posts "big packets" chains of about 68 KiB, which the
-//                                rx path fills like any chain.
 #ifndef KAPSEL_VMM_DEVICES_VIRTIO_NET_NET_OFFLOAD_H_
 #define KAPSEL_VMM_DEVICES_VIRTIO_NET_NET_OFFLOAD_H_
 
@@ -64,8 +58,8 @@ absl::Status CheckTxHeader(const KapselVirtioNetHdr& header, const NetOffloads& 
 // A header read from the tap, before it goes to the guest: InvalidArgument if it carries
 // something the guest did not accept (a frame the tap queued under an earlier activation's
 // offloads); the frame is then dropped. Without rx_csum the header becomes all zeros (the
-// specification wants flags 0 then; the tap may have set DATA_VALID). Sets num_buffers to 1 (no
-// MRG_RXBUF).
+// specification wants flags 0 then; the tap may have set DATA_VALID). Sets num_buffers to 1 (with
+// MRG_RXBUF the rx path then sets the number of buffers the frame took).
 absl::Status PrepareRxHeader(const NetOffloads& offloads, KapselVirtioNetHdr* header);
 
 }  // namespace kapsel::vmm::virtio
