@@ -145,7 +145,7 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
   std::vector<std::string> cmdline = {config.cmdline()};
   // A guest that boots with one CPU rewrites every lock prefix of its text for uniprocessor use,
   // which would make most of the shared text pages private copies.
-  if (kernel->shared_text_bytes > 0) cmdline.push_back("noreplace-smp");
+  if (kernel->shared_bytes > 0) cmdline.push_back("noreplace-smp");
   ASSIGN_OR_RETURN(std::string rng_entry,
                    vmm->AddVirtioDevice(std::make_unique<virtio::RngDevice>()));
   cmdline.push_back(rng_entry);

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <optional>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
@@ -103,17 +105,33 @@ struct AddressRange {
   uint64_t end;
 };
 
-// The kernel's text, [_text, _etext), from the ELF symbol table; nothing when the image has no
-// usable symbol table (it is not needed to boot, so a malformed one only means no sharing).
-std::optional<AddressRange> FindTextSymbols(absl::Span<const uint8_t> image,
-                                            const Elf64_Ehdr& ehdr) {
+constexpr uint64_t kPage = 4096;
+uint64_t PageDown(uint64_t v) { return v / kPage * kPage; }
+uint64_t PageUp(uint64_t v) { return v > UINT64_MAX - kPage ? 0 : PageDown(v + kPage - 1); }
+
+// The parts of the kernel image every VM booting it can share, from the ELF symbol table: the
+// text, [_text, _etext), and the read-only data, [__start_rodata, __end_rodata), without the
+// data written once at boot inside it ([__start_ro_after_init, __end_ro_after_init), which also
+// holds the vDSO image user space maps, and so could hand to a device). Linux frees none of these
+// pages and never hands them to devices itself. Each range in whole pages: outward at its ends
+// (Linux frees only from the page after), inward around the excluded part. Empty when the image
+// has no usable symbol table (it is not needed to boot, so a malformed one only means no
+// sharing); rodata only when the ro_after_init symbols are there too.
+std::vector<AddressRange> FindSharableRanges(absl::Span<const uint8_t> image,
+                                             const Elf64_Ehdr& ehdr) {
   if (ehdr.e_shoff == 0 || ehdr.e_shentsize != sizeof(Elf64_Shdr) ||
       !InBounds(ehdr.e_shoff, uint64_t{ehdr.e_shnum} * sizeof(Elf64_Shdr), image.size())) {
-    return std::nullopt;
+    return {};
   }
   auto section = [&](uint64_t i) {
     return ReadAt<Elf64_Shdr>(image, ehdr.e_shoff + i * sizeof(Elf64_Shdr));
   };
+  static constexpr absl::string_view kNames[] = {"_text",
+                                                 "_etext",
+                                                 "__start_rodata",
+                                                 "__end_rodata",
+                                                 "__start_ro_after_init",
+                                                 "__end_ro_after_init"};
   for (uint16_t i = 0; i < ehdr.e_shnum; ++i) {
     const Elf64_Shdr symtab = section(i);
     if (symtab.sh_type != SHT_SYMTAB || symtab.sh_entsize != sizeof(Elf64_Sym) ||
@@ -125,46 +143,48 @@ std::optional<AddressRange> FindTextSymbols(absl::Span<const uint8_t> image,
     if (!InBounds(strtab.sh_offset, strtab.sh_size, image.size())) continue;
     const absl::string_view strings(reinterpret_cast<const char*>(image.data() + strtab.sh_offset),
                                     strtab.sh_size);
-    std::optional<uint64_t> text, etext;
+    std::optional<uint64_t> values[std::size(kNames)];
     for (uint64_t j = 0; j < symtab.sh_size / sizeof(Elf64_Sym); ++j) {
       const auto sym = ReadAt<Elf64_Sym>(image, symtab.sh_offset + j * sizeof(Elf64_Sym));
       if (sym.st_name >= strings.size()) continue;
       const absl::string_view rest = strings.substr(sym.st_name);
       const size_t nul = rest.find('\0');
       if (nul == absl::string_view::npos) continue;
-      const absl::string_view name = rest.substr(0, nul);
-      if (name == "_text") text = sym.st_value;
-      if (name == "_etext") etext = sym.st_value;
+      for (size_t k = 0; k < std::size(kNames); ++k) {
+        if (rest.substr(0, nul) == kNames[k]) values[k] = sym.st_value;
+      }
     }
-    if (text.has_value() && etext.has_value() && *text < *etext) {
-      return AddressRange{*text, *etext};
+    const auto& [text, etext, rodata, erodata, ro_after_init, ero_after_init] = values;
+    std::vector<AddressRange> ranges;
+    if (text && etext && *text < *etext) ranges.push_back({PageDown(*text), PageUp(*etext)});
+    if (rodata && erodata && ro_after_init && ero_after_init && *rodata <= *ro_after_init &&
+        *ro_after_init <= *ero_after_init && *ero_after_init <= *erodata) {
+      ranges.push_back({PageDown(*rodata), PageDown(*ro_after_init)});
+      ranges.push_back({PageUp(*ero_after_init), PageUp(*erodata)});
     }
+    if (!ranges.empty()) return ranges;
   }
-  return std::nullopt;
+  return {};
 }
 
-// The guest pages of `segment` that hold `text` and can be mapped from the file: whole pages of
-// the segment's file bytes, at a file offset that is page aligned with their address. Empty when
-// none.
-GuestRange SharableTextPages(const Elf64_Phdr& segment, const AddressRange& text) {
-  constexpr uint64_t kPage = 4096;
+// The guest pages of `segment` that hold `range` (page aligned) and can be mapped from the file:
+// whole pages of the segment's file bytes, at a file offset that is page aligned with their
+// address. Empty when none.
+GuestRange SharablePages(const Elf64_Phdr& segment, const AddressRange& range) {
   if (segment.p_offset % kPage != segment.p_paddr % kPage ||
       segment.p_vaddr % kPage != segment.p_paddr % kPage ||
       segment.p_vaddr > UINT64_MAX - segment.p_filesz ||
       segment.p_paddr > UINT64_MAX - segment.p_filesz - kPage) {
     return {0, 0};
   }
-  const uint64_t lo = std::max(text.start, segment.p_vaddr);
-  const uint64_t hi = std::min(text.end, segment.p_vaddr + segment.p_filesz);
+  const uint64_t lo = std::max(range.start, segment.p_vaddr);
+  const uint64_t hi = std::min(range.end, segment.p_vaddr + segment.p_filesz);
   if (lo >= hi) return {0, 0};
-  // Outward to whole pages (Linux frees nothing before PAGE_ALIGN(_etext)), then inward to the
-  // pages the file holds entirely.
-  const uint64_t file_start = (segment.p_paddr + kPage - 1) / kPage * kPage;
-  const uint64_t file_end = (segment.p_paddr + segment.p_filesz) / kPage * kPage;
-  const uint64_t start =
-      std::max(file_start, (segment.p_paddr + (lo - segment.p_vaddr)) / kPage * kPage);
-  const uint64_t end =
-      std::min(file_end, (segment.p_paddr + (hi - segment.p_vaddr) + kPage - 1) / kPage * kPage);
+  // Inward to the pages the file holds entirely.
+  const uint64_t file_start = PageUp(segment.p_paddr);
+  const uint64_t file_end = PageDown(segment.p_paddr + segment.p_filesz);
+  const uint64_t start = std::max(file_start, PageDown(segment.p_paddr + (lo - segment.p_vaddr)));
+  const uint64_t end = std::min(file_end, PageUp(segment.p_paddr + (hi - segment.p_vaddr)));
   if (start >= end) return {0, 0};
   return {start, end - start};
 }
@@ -172,7 +192,7 @@ GuestRange SharableTextPages(const Elf64_Phdr& segment, const AddressRange& text
 }  // namespace
 
 absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image, GuestMemory& memory,
-                                           int text_fd) {
+                                           int share_fd) {
   if (image.size() < sizeof(Elf64_Ehdr)) return Truncated("ELF header");
   const auto ehdr = ReadAt<Elf64_Ehdr>(image, 0);
   if (std::memcmp(ehdr.e_ident, ELFMAG, SELFMAG) != 0) {
@@ -189,8 +209,8 @@ absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image, Gues
   if (!InBounds(ehdr.e_phoff, phdrs_size, image.size())) return Truncated("program headers");
 
   LoadedKernel kernel{BootProtocol::kLinux64, ehdr.e_entry, 0, std::nullopt};
-  const std::optional<AddressRange> text =
-      text_fd >= 0 ? FindTextSymbols(image, ehdr) : std::nullopt;
+  const std::vector<AddressRange> sharable =
+      share_fd >= 0 ? FindSharableRanges(image, ehdr) : std::vector<AddressRange>{};
   bool loaded_any = false;
   for (uint16_t i = 0; i < ehdr.e_phnum; ++i) {
     const auto phdr = ReadAt<Elf64_Phdr>(image, ehdr.e_phoff + i * sizeof(Elf64_Phdr));
@@ -214,21 +234,34 @@ absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image, Gues
           phdr.p_paddr, phdr.p_memsz));
     }
     const absl::Span<const uint8_t> data = image.subspan(phdr.p_offset, phdr.p_filesz);
-    const GuestRange shared = text.has_value() ? SharableTextPages(phdr, *text) : GuestRange{0, 0};
-    if (shared.size > 0 && memory
-                               .MapFileCopyOnWrite(shared.start, shared.size, text_fd,
-                                                   phdr.p_offset + (shared.start - phdr.p_paddr))
-                               .ok()) {
-      // The bytes before and after the shared pages are loaded as usual.
-      const uint64_t head = shared.start - phdr.p_paddr;
-      const uint64_t tail = head + shared.size;
-      LoadSparse(memory, phdr.p_paddr, *dest, data.subspan(0, head), head);
-      LoadSparse(memory, phdr.p_paddr + tail, *dest + tail, data.subspan(tail),
-                 phdr.p_memsz - tail);
-      kernel.shared_text_bytes += shared.size;
-    } else {
-      LoadSparse(memory, phdr.p_paddr, *dest, data, phdr.p_memsz);
+    std::vector<GuestRange> shared;
+    for (const AddressRange& range : sharable) {
+      const GuestRange pages = SharablePages(phdr, range);
+      if (pages.size > 0 && memory
+                                .MapFileCopyOnWrite(pages.start, pages.size, share_fd,
+                                                    phdr.p_offset + (pages.start - phdr.p_paddr))
+                                .ok()) {
+        shared.push_back(pages);
+        kernel.shared_bytes += pages.size;
+      }
     }
+    std::sort(shared.begin(), shared.end(),
+              [](const GuestRange& a, const GuestRange& b) { return a.start < b.start; });
+    // Everything around the shared pages is loaded as usual.
+    uint64_t done = 0;  // bytes of the segment loaded or shared
+    auto load_until = [&](uint64_t until) {
+      if (until <= done) return;
+      const uint64_t from = std::min<uint64_t>(done, data.size());
+      const uint64_t to = std::min<uint64_t>(until, data.size());
+      LoadSparse(memory, phdr.p_paddr + done, *dest + done, data.subspan(from, to - from),
+                 until - done);
+      done = until;
+    };
+    for (const GuestRange& pages : shared) {
+      load_until(pages.start - phdr.p_paddr);
+      done = pages.start - phdr.p_paddr + pages.size;
+    }
+    load_until(phdr.p_memsz);
     kernel.end = std::max(kernel.end, phdr.p_paddr + phdr.p_memsz);
     loaded_any = true;
   }
@@ -277,9 +310,9 @@ absl::StatusOr<LoadedKernel> LoadBzImage(absl::Span<const uint8_t> image,
 }
 
 absl::StatusOr<LoadedKernel> LoadKernel(absl::Span<const uint8_t> image, GuestMemory& memory,
-                                        int text_fd) {
+                                        int share_fd) {
   if (image.size() >= SELFMAG && std::memcmp(image.data(), ELFMAG, SELFMAG) == 0) {
-    return LoadElfKernel(image, memory, text_fd);
+    return LoadElfKernel(image, memory, share_fd);
   }
   if (image.size() >= 0x206 && ReadAt<uint32_t>(image, 0x202) == kBzImageHeaderMagic) {
     return LoadBzImage(image, memory);

@@ -28,23 +28,24 @@ struct LoadedKernel {
   uint64_t end;
   // The bzImage's setup header, which the boot_params must start from.
   std::optional<setup_header> bzimage_header;
-  // Bytes of kernel text mapped copy-on-write from the kernel file instead of copied.
-  uint64_t shared_text_bytes = 0;
+  // Bytes of the kernel image mapped copy-on-write from the kernel file instead of copied.
+  uint64_t shared_bytes = 0;
 };
 
-// Detects the format by its magic. `text_fd`, when not -1, is the image's file (open for reading):
-// see LoadElfKernel.
+// Detects the format by its magic. `share_fd`, when not -1, is the image's file (open for
+// reading): see LoadElfKernel.
 absl::StatusOr<LoadedKernel> LoadKernel(absl::Span<const uint8_t> image, GuestMemory& memory,
-                                        int text_fd = -1);
-// With a `text_fd`, the pages of the kernel's text (between its _text and _etext symbols) are
-// mapped copy-on-write from that file (GuestMemory::MapFileCopyOnWrite) instead of copied, so that
-// every VM booting this kernel shares them through the page cache. Linux never frees its text
-// pages nor hands them to devices, and writes only a few of them once it runs (alternatives
-// patching; pass it noreplace-smp, or a one-vCPU guest rewrites every lock prefix). Without a
-// symbol table, or when the file's layout does not allow it (segment file offsets not page aligned
-// with their addresses), the text is copied like the rest.
+                                        int share_fd = -1);
+// With a `share_fd`, the pages of the kernel's text and read-only data (as its symbol table
+// delimits them: _text.._etext, and __start_rodata..__end_rodata without the __ro_after_init data
+// inside it) are mapped copy-on-write from that file (GuestMemory::MapFileCopyOnWrite) instead of
+// copied, so that every VM booting this kernel shares them through the page cache. Linux never
+// frees these pages nor hands them to devices, and writes only a few of them once it runs
+// (alternatives patching; pass it noreplace-smp, or a one-vCPU guest rewrites every lock prefix).
+// Without a symbol table, or when the file's layout does not allow it (segment file offsets not
+// page aligned with their addresses), everything is copied.
 absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image, GuestMemory& memory,
-                                           int text_fd = -1);
+                                           int share_fd = -1);
 absl::StatusOr<LoadedKernel> LoadBzImage(absl::Span<const uint8_t> image,
                                          const GuestMemory& memory);
 

@@ -301,7 +301,7 @@ TEST_F(KernelLoaderTest, ElfTextIsMappedFromTheFile) {
   auto kernel = LoadElfKernel(image, *memory_, fd);
   ASSERT_TRUE(kernel.ok()) << kernel.status();
   // Whole pages from _text up to the page that holds _etext.
-  EXPECT_EQ(kernel->shared_text_bytes, 4 * kPage);
+  EXPECT_EQ(kernel->shared_bytes, 4 * kPage);
   ASSERT_EQ(memory_->file_ranges().size(), 1u);
   EXPECT_EQ(memory_->file_ranges()[0].start, TextKernel::kText);
   EXPECT_EQ(memory_->file_ranges()[0].size, 4 * kPage);
@@ -318,6 +318,49 @@ TEST_F(KernelLoaderTest, ElfTextIsMappedFromTheFile) {
   EXPECT_EQ(GuestBytes(TextKernel::kText + kPage, 1), std::vector<uint8_t>{changed});
   EXPECT_EQ(GuestBytes(TextKernel::kText + 4 * kPage, 1), std::vector<uint8_t>{k.file[4 * kPage]});
   close(fd);
+}
+
+TEST_F(KernelLoaderTest, ElfRodataIsSharedAroundItsRoAfterInitData) {
+  // Text in pages 0-1, a gap, rodata in pages 4-9 with the data written at boot from the middle
+  // of page 6 to the middle of page 7 (whose pages stay copies), then .data.
+  constexpr uint64_t kBase = 0x200000;
+  const std::vector<uint8_t> file = Pattern(12 * kPage, 9);
+  const std::vector<Segment> segments = {{PT_LOAD, kBase, file, 12 * kPage}};
+  auto at = [](uint64_t offset) { return kVirtualBase + kBase + offset; };
+  std::vector<Symbol> symbols = {{"_text", at(0)},
+                                 {"_etext", at(2 * kPage)},
+                                 {"__start_rodata", at(4 * kPage)},
+                                 {"__end_rodata", at(9 * kPage + 8)},
+                                 {"__start_ro_after_init", at(6 * kPage + 100)},
+                                 {"__end_ro_after_init", at(7 * kPage + 50)}};
+  const std::vector<uint8_t> image = KernelElf(segments, symbols);
+  const int fd = ImageFile(image);
+  ASSERT_GE(fd, 0);
+  auto kernel = LoadElfKernel(image, *memory_, fd);
+  ASSERT_TRUE(kernel.ok()) << kernel.status();
+  const std::vector<GuestRange>& ranges = memory_->file_ranges();
+  ASSERT_EQ(ranges.size(), 3u);
+  EXPECT_EQ(ranges[0].start, kBase);
+  EXPECT_EQ(ranges[0].size, 2 * kPage);
+  EXPECT_EQ(ranges[1].start, kBase + 4 * kPage);
+  EXPECT_EQ(ranges[1].size, 2 * kPage);  // pages 4 and 5
+  EXPECT_EQ(ranges[2].start, kBase + 8 * kPage);
+  EXPECT_EQ(ranges[2].size, 2 * kPage);  // pages 8 and 9 (__end_rodata is inside 9)
+  EXPECT_EQ(kernel->shared_bytes, 6 * kPage);
+  EXPECT_EQ(GuestBytes(kBase, file.size()), file);
+  close(fd);
+
+  // Without the ro_after_init symbols the read-only data is not shared, only the text.
+  SetUp();
+  symbols.resize(4);
+  const std::vector<uint8_t> plain = KernelElf(segments, symbols);
+  const int plain_fd = ImageFile(plain);
+  ASSERT_GE(plain_fd, 0);
+  kernel = LoadElfKernel(plain, *memory_, plain_fd);
+  ASSERT_TRUE(kernel.ok()) << kernel.status();
+  EXPECT_EQ(kernel->shared_bytes, 2 * kPage);
+  EXPECT_EQ(GuestBytes(kBase, file.size()), file);
+  close(plain_fd);
 }
 
 TEST_F(KernelLoaderTest, ElfTextIsCopiedWhenItCannotBeShared) {
@@ -361,7 +404,7 @@ TEST_F(KernelLoaderTest, ElfTextIsCopiedWhenItCannotBeShared) {
     }
     auto kernel = LoadElfKernel(c.image, *memory_, fd);
     ASSERT_TRUE(kernel.ok()) << c.why << ": " << kernel.status();
-    EXPECT_EQ(kernel->shared_text_bytes, 0u) << c.why;
+    EXPECT_EQ(kernel->shared_bytes, 0u) << c.why;
     EXPECT_TRUE(memory_->file_ranges().empty()) << c.why;
     EXPECT_EQ(GuestBytes(TextKernel::kText, k.file.size()), k.file) << c.why;
     if (fd >= 0) close(fd);
@@ -846,11 +889,14 @@ TEST_F(RealKernelTest, VmlinuxTextIsSharedAndLoadsTheSameBytes) {
   ASSERT_TRUE(copy_memory.ok());
   auto copied = LoadKernel(file->bytes(), **copy_memory);
   ASSERT_TRUE(copied.ok()) << copied.status();
-  EXPECT_EQ(copied->shared_text_bytes, 0u);
-  // The guest kernel's text is megabytes; all of it is shared.
-  EXPECT_GE(shared->shared_text_bytes, 2 * kMiB);
-  ASSERT_EQ(memory_->file_ranges().size(), 1u);
-  EXPECT_EQ(memory_->file_ranges()[0].size, shared->shared_text_bytes);
+  EXPECT_EQ(copied->shared_bytes, 0u);
+  // The guest kernel's text is megabytes, all of it shared; so is its read-only data, around
+  // the part written at boot.
+  EXPECT_GE(shared->shared_bytes, 2 * kMiB);
+  ASSERT_EQ(memory_->file_ranges().size(), 3u);
+  uint64_t mapped = 0;
+  for (const GuestRange& range : memory_->file_ranges()) mapped += range.size;
+  EXPECT_EQ(mapped, shared->shared_bytes);
   // Byte for byte what copying loads, over the whole kernel.
   const uint64_t start = x86::kHighMemoryStart;
   ASSERT_EQ(shared->end, copied->end);

@@ -350,6 +350,11 @@ TEST_F(VsockDeviceTest, IdentityAndConfig) {
   EXPECT_EQ(mmio.Read32(VIRTIO_MMIO_CONFIG), kGuestCid);
   EXPECT_EQ(mmio.Read32(VIRTIO_MMIO_CONFIG + 4), 0u);
   EXPECT_EQ(transport_->name(), "virtio-mmio:virtio-vsock");
+  // The rx queue is kept small: the guest fills it with 4 KiB buffers it never gives back.
+  for (uint32_t queue : {0u, 1u, 2u}) {
+    mmio.Write32(VIRTIO_MMIO_QUEUE_SEL, queue);
+    EXPECT_EQ(mmio.Read32(VIRTIO_MMIO_QUEUE_NUM_MAX), queue == 0 ? 64u : 256u) << "queue " << queue;
+  }
   struct stat st;
   ASSERT_EQ(stat(path_.c_str(), &st), 0);
   EXPECT_TRUE(S_ISSOCK(st.st_mode));

@@ -28,6 +28,10 @@ class VsockDevice : public VirtioDevice {
   static constexpr uint16_t kTxQueue = 1;
   static constexpr uint16_t kEventQueue = 2;
   static constexpr uint16_t kQueueSize = 256;
+  // The rx queue is smaller: Linux fills it with 4 KiB buffers that it keeps for good (256 of them
+  // held 1 MiB of guest memory). 64 still leave 256 KiB in flight towards the guest, whose data
+  // is mostly small (ttrpc requests, stdin).
+  static constexpr uint16_t kRxQueueSize = 64;
   // Guest CIDs 0-2 are reserved (hypervisor, local, host); -1U is VMADDR_CID_ANY.
   static constexpr uint64_t kMinGuestCid = 3;
 
@@ -40,7 +44,9 @@ class VsockDevice : public VirtioDevice {
   uint32_t device_type() const override;
   uint64_t device_features() const override;
   uint16_t num_queues() const override { return 3; }
-  uint16_t max_queue_size(uint16_t) const override { return kQueueSize; }
+  uint16_t max_queue_size(uint16_t index) const override {
+    return index == kRxQueue ? kRxQueueSize : kQueueSize;
+  }
   // struct virtio_vsock_config: the guest's CID.
   void ReadConfig(uint64_t offset, absl::Span<uint8_t> data) override;
   void WriteConfig(uint64_t, absl::Span<const uint8_t>) override {}
