@@ -39,13 +39,6 @@ const std::map<std::string, Flag>& KnownFlags() {
   return *flags;
 }
 
-absl::Status MkdirAll(const std::string& path) {
-  std::error_code ec;
-  std::filesystem::create_directories(path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("mkdir ", path, ": ", ec.message()));
-  return absl::OkStatus();
-}
-
 absl::Status MountOne(const containerd::types::Mount& m, const std::string& target) {
   unsigned long flags = 0;
   std::vector<std::string> data;
@@ -142,6 +135,19 @@ absl::Status UnmountAll(const std::string& path) {
   }
   return result;
 }
+
+absl::Status MkdirAll(const std::string& path) {
+  std::error_code ec;
+  // Another shim's RemoveDirIfEmpty may remove a parent between two of the mkdirs: start over.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    std::filesystem::create_directories(path, ec);
+    if (ec != std::errc::no_such_file_or_directory) break;
+  }
+  if (ec) return absl::InternalError(absl::StrCat("mkdir ", path, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+void RemoveDirIfEmpty(const std::string& path) { rmdir(path.c_str()); }
 
 absl::Status RemoveTree(const std::string& path) {
   std::error_code ec;

@@ -25,6 +25,13 @@ absl::Status UnmountAll(const std::string& path);
 // Removes `path` recursively without crossing into mounts (an error if one remains below it).
 absl::Status RemoveTree(const std::string& path);
 
+// Creates `path` and its missing parents. Safe against RemoveDirIfEmpty of a parent by another
+// process at the same time (the mkdirs start over).
+absl::Status MkdirAll(const std::string& path);
+// Removes `path` if it is an empty directory; nothing otherwise (a namespace directory that
+// another sandbox still uses, or is creating its directory in).
+void RemoveDirIfEmpty(const std::string& path);
+
 }  // namespace kapsel::shim
 
 #endif  // KAPSEL_SHIM_MOUNTS_H_

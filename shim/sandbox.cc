@@ -73,9 +73,7 @@ absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Start(
 absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const std::string& id,
                            const std::string& hostname, const std::vector<VmDisk>& disks) {
   if (disks.size() > 26) return absl::InvalidArgumentError("more than 26 disks for one VM");
-  std::error_code ec;
-  std::filesystem::create_directories(paths_.shared, ec);
-  if (ec) return absl::InternalError(absl::StrCat("mkdir ", paths_.shared, ": ", ec.message()));
+  RETURN_IF_ERROR(MkdirAll(paths_.shared));
   // shared/ becomes its own shared mount: what is mounted below it later (a pod's next container)
   // propagates into virtiofsd's mount namespace.
   if (mount(paths_.shared.c_str(), paths_.shared.c_str(), nullptr, MS_BIND, nullptr) != 0 ||
@@ -225,6 +223,7 @@ void Sandbox::Stop() {
   network_.reset();  // after kapsel-vmm: its taps are gone with it
   if (absl::Status s = UnmountAll(paths_.dir); !s.ok()) LogWarn("sandbox cleanup: ", s.ToString());
   if (absl::Status s = RemoveTree(paths_.dir); !s.ok()) LogWarn("sandbox cleanup: ", s.ToString());
+  RemoveDirIfEmpty(std::filesystem::path(paths_.dir).parent_path());  // the namespace's
   LogDebug("sandbox stopped and removed in ",
            absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1))));
 }
@@ -256,6 +255,7 @@ absl::Status CleanUpSandboxDir(const std::string& dir) {
   }
   absl::Status status = UnmountAll(dir);
   status.Update(RemoveTree(dir));
+  RemoveDirIfEmpty(std::filesystem::path(dir).parent_path());
   return status;
 }
 

@@ -47,9 +47,10 @@ void ExpectNoKapselLeft() {
   EXPECT_EQ(procs.exit_code, 0) << "processes left behind:\n" << procs.out;
   ProcessResult mounts = Sh(absl::StrCat("grep -c ' ", kKapselStateDir, "' /proc/self/mounts"));
   EXPECT_EQ(absl::StripAsciiWhitespace(mounts.out), "0") << "mounts left behind";
-  ProcessResult files =
-      Sh(absl::StrCat("find ", kKapselStateDir, " -mindepth 1 -not -type d ", "2>/dev/null; find ",
-                      kKapselStateDir, " -mindepth 2 -type d 2>/dev/null"));
+  // Only the shims' socket directory (s/) stays; sandbox and namespace directories go.
+  ProcessResult files = Sh(absl::StrCat(
+      "find ", kKapselStateDir, " -mindepth 1 -not -type d ", "2>/dev/null; find ", kKapselStateDir,
+      " -mindepth 1 -type d -not -path '", kKapselStateDir, "/s' 2>/dev/null"));
   EXPECT_EQ(files.out, "") << "files left behind under " << kKapselStateDir;
 }
 
