@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <regex>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -168,8 +170,9 @@ TEST(VmmBoot, FreePageReportingGivesMemoryBack) {
   EXPECT_GT(kib, 100 * 1024) << r.err;
 }
 
-// The kB figures of one file's mappings in /proc/<pid>/smaps, summed: {"Rss", n}, {"Pss", n}...
-std::map<std::string, long> SmapsOfFile(pid_t pid, const std::string& path) {
+// The kB figures of the mappings in /proc/<pid>/smaps whose header line `match`es, summed:
+// {"Rss", n}, {"Pss", n}...
+std::map<std::string, long> Smaps(pid_t pid, const std::function<bool(const std::string&)>& match) {
   std::ifstream in(absl::StrCat("/proc/", pid, "/smaps"));
   std::map<std::string, long> kib;
   std::string line;
@@ -180,13 +183,17 @@ std::map<std::string, long> SmapsOfFile(pid_t pid, const std::string& path) {
     fields >> first >> second;
     if (first.empty()) continue;
     if (first.back() != ':') {  // a mapping's header line: range perms offset dev inode path
-      counted = line.size() >= path.size() &&
-                line.compare(line.size() - path.size(), path.size(), path) == 0;
+      counted = match(line);
       continue;
     }
     if (counted) kib[first.substr(0, first.size() - 1)] += std::atol(second.c_str());
   }
   return kib;
+}
+
+// The mappings of file `path`.
+std::map<std::string, long> SmapsOfFile(pid_t pid, const std::string& path) {
+  return Smaps(pid, [&path](const std::string& header) { return absl::EndsWith(header, path); });
 }
 
 TEST(VmmBoot, KernelTextIsSharedBetweenVms) {
@@ -229,22 +236,9 @@ TEST(VmmBoot, KernelTextIsSharedBetweenVms) {
 
 // Kilobytes of guest RAM the VMM holds (its memfd's resident pages).
 long GuestRamKib(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/smaps"));
-  long kib = 0;
-  std::string line;
-  bool counted = false;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string first, second;
-    fields >> first >> second;
-    if (first.empty()) continue;
-    if (first.back() != ':') {
-      counted = line.find("kapsel-guest-ram") != std::string::npos;
-      continue;
-    }
-    if (counted && first == "Rss:") kib += std::atol(second.c_str());
-  }
-  return kib;
+  return Smaps(pid, [](const std::string& header) {
+    return absl::StrContains(header, "kapsel-guest-ram");
+  })["Rss"];
 }
 
 TEST(VmmBoot, ReceivedTrafficLeavesLittleGuestMemoryInRxBuffers) {
