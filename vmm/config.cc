@@ -32,6 +32,7 @@ enum Option {
   kFreePageReporting,
   kPrivateKernel,
   kHelp,
+  kNoSeccomp,
 };
 
 const option kOptions[] = {
@@ -50,6 +51,7 @@ const option kOptions[] = {
     {"free-page-reporting", no_argument, nullptr, kFreePageReporting},
     {"private-kernel", no_argument, nullptr, kPrivateKernel},
     {"help", no_argument, nullptr, kHelp},
+    {"no-seccomp", no_argument, nullptr, kNoSeccomp},
     {nullptr, 0, nullptr, 0},
 };
 
@@ -297,6 +299,8 @@ std::string Usage() {
       "             guest an MTU (repeatable, at most ",
       kMaxNetDevices,
       ")\n"
+      "  --no-seccomp  run without the seccomp filter that confines kapsel-vmm once the VM is\n"
+      "             built (debugging only)\n"
       "  --free-page-reporting  a virtio-balloon device that only takes the guest's free page\n"
       "             reports: memory the guest frees goes back to the host\n"
       "  --private-kernel  copy an ELF kernel's text into guest memory; by default its pages\n"
@@ -409,6 +413,9 @@ absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help)
       case kHelp:
         *help = true;
         return config;
+      case kNoSeccomp:
+        config.set_no_seccomp(true);
+        break;
       case ':':
         return absl::InvalidArgumentError(absl::StrCat(argv[optind - 1], " needs a value"));
       default:

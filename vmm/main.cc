@@ -5,9 +5,16 @@
 #include "common/status.h"
 #include "vmm/builder.h"
 #include "vmm/config.h"
+#include "vmm/seccomp/vmm_filter.h"
 #include "vmm/vm_exit.h"
 
 namespace {
+
+#ifdef KAPSEL_SANITIZE
+constexpr bool kSanitizerBuild = true;
+#else
+constexpr bool kSanitizerBuild = false;
+#endif
 
 int Fail(int code, const absl::Status& status) {
   std::fprintf(stderr, "kapsel-vmm: %s\n", std::string(status.message()).c_str());
@@ -32,6 +39,13 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<Vmm>> vmm = BuildVmm(*config);
   if (!vmm.ok()) {
     return Fail(kapsel::IsUsageError(vmm.status()) ? kExitUsage : kExitVmmError, vmm.status());
+  }
+  // From here on the guest can reach the host only through device emulation and vCPU exits: every
+  // thread runs under the allowlist (vmm/seccomp). Not in sanitizer builds, whose runtime makes
+  // system calls of its own (reports read /proc/self/maps, spawn symbolizers, ...).
+  if (!config->no_seccomp() && !kSanitizerBuild) {
+    absl::Status filtered = InstallVmmSeccompFilter();
+    if (!filtered.ok()) return Fail(kExitVmmError, filtered);
   }
   std::string reason;
   const int code = (*vmm)->Run(&reason);

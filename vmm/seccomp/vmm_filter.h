@@ -1,0 +1,21 @@
+// The seccomp filter kapsel-vmm runs its guest under: once the VM is built, every thread (the event
+// loop, the vCPU threads) may make only the system calls that running a VM needs. The guest is
+// untrusted; a device-emulation bug it exploits must not reach open, execve, ptrace, network
+// sockets and the rest of the kernel.
+#ifndef KAPSEL_VMM_SECCOMP_VMM_FILTER_H_
+#define KAPSEL_VMM_SECCOMP_VMM_FILTER_H_
+
+#include "absl/status/status.h"
+
+namespace kapsel::vmm {
+
+// Installs the allowlist on every thread of the calling process (SECCOMP_FILTER_FLAG_TSYNC) and,
+// through inheritance, on every thread created later. Sets no_new_privs. A system call outside the
+// list kills the whole process with SIGSYS. Call it after the VM is wired (every file, device,
+// socket and memory mapping the build needs exists) and before the guest runs: from then on the
+// process cannot open files or create anything but Unix sockets, eventfds, timerfds and threads.
+absl::Status InstallVmmSeccompFilter();
+
+}  // namespace kapsel::vmm
+
+#endif  // KAPSEL_VMM_SECCOMP_VMM_FILTER_H_
