@@ -106,11 +106,11 @@ TEST(ConnectionTest, WrongAnswerToRequestResets) {
 
 TEST(ConnectionTest, AbortBeforeTheGuestHeardOfItSendsNothing) {
   Connection c = Connection::ToGuest(kGuestCid, kHostPort, kGuestPort);
-  c.Abort();
+  c.Abort("test");
   EXPECT_TRUE(c.closed());
   EXPECT_TRUE(DrainOps(c).empty());
   Connection d = Established();
-  d.Abort();
+  d.Abort("test");
   EXPECT_EQ(DrainOps(d), std::vector<uint16_t>{VIRTIO_VSOCK_OP_RST});
 }
 
@@ -312,7 +312,7 @@ TEST(ConnectionTest, GuestRstDropsBufferedData) {
   // Nothing more happens to a closed connection.
   SendData(c, "more");
   c.OnHostEof();
-  c.Abort();
+  c.Abort("test");
   EXPECT_TRUE(DrainOps(c).empty());
 }
 

@@ -405,8 +405,23 @@ TEST_F(VsockDeviceTest, GuestRstClosesTheHostSocket) {
   WriteAll(host.get(), "CONNECT 6000\n");
   RxPacket request = ExpectRx(VIRTIO_VSOCK_OP_REQUEST);
   SendTx(GuestHeader(VIRTIO_VSOCK_OP_RST, 6000, request.header.src_port));
+  // The host program learns why, then the socket closes.
+  EXPECT_EQ(ReadLine(host.get()), "ERR the guest refused or reset the connection (RST)\n");
   EXPECT_TRUE(PeerClosed(host.get()));
   ExpectNoRx();  // no answer to a RST
+  EXPECT_EQ(device_->muxer().num_connections(), 0u);
+}
+
+TEST_F(VsockDeviceTest, GuestAnsweringARequestWithoutResponseIsAnError) {
+  PostRxBuffers();
+  UniqueFd host = ConnectTo(path_);
+  WriteAll(host.get(), "CONNECT 6001\n");
+  RxPacket request = ExpectRx(VIRTIO_VSOCK_OP_REQUEST);
+  SendTx(GuestHeader(VIRTIO_VSOCK_OP_CREDIT_UPDATE, 6001, request.header.src_port));
+  EXPECT_EQ(ReadLine(host.get()), absl::StrCat("ERR the guest answered the request with op ",
+                                               VIRTIO_VSOCK_OP_CREDIT_UPDATE, "\n"));
+  EXPECT_TRUE(PeerClosed(host.get()));
+  ExpectRx(VIRTIO_VSOCK_OP_RST);  // the guest hears the stream is gone
   EXPECT_EQ(device_->muxer().num_connections(), 0u);
 }
 

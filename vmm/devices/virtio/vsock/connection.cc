@@ -15,6 +15,7 @@ Connection::Connection(uint64_t guest_cid, uint32_t local_port, uint32_t peer_po
 Connection Connection::ToGuest(uint64_t guest_cid, uint32_t local_port, uint32_t guest_port) {
   Connection c(guest_cid, local_port, guest_port, ConnectionState::kRequestPending);
   c.pending_ = kRequest;
+  c.host_initiated_ = true;
   return c;
 }
 
@@ -45,8 +46,9 @@ void Connection::Reset() {
   pending_ = kRst;
 }
 
-void Connection::Abort() {
+void Connection::Abort(absl::string_view why) {
   if (state_ == ConnectionState::kClosed) return;
+  if (close_reason_.empty()) close_reason_ = std::string(why);
   const bool guest_knows = state_ != ConnectionState::kRequestPending;
   state_ = ConnectionState::kClosed;
   pending_ = guest_knows ? uint32_t{kRst} : 0;
@@ -56,6 +58,7 @@ void Connection::OnGuestPacket(const PacketHeader& h, absl::Span<const uint8_t> 
   if (state_ == ConnectionState::kClosed) return;
   if (h.op == VIRTIO_VSOCK_OP_RST) {
     // The guest closed or refused: nothing to answer.
+    if (close_reason_.empty()) close_reason_ = "the guest refused or reset the connection (RST)";
     state_ = ConnectionState::kClosed;
     pending_ = 0;
     return;
@@ -64,10 +67,12 @@ void Connection::OnGuestPacket(const PacketHeader& h, absl::Span<const uint8_t> 
   peer_fwd_cnt_ = h.fwd_cnt;
   switch (state_) {
     case ConnectionState::kRequestPending:
+      close_reason_ = absl::StrCat("a guest packet (op ", h.op, ") before our request");
       Reset();  // the guest cannot know this connection yet
       return;
     case ConnectionState::kRequestSent:
       if (h.op != VIRTIO_VSOCK_OP_RESPONSE) {
+        close_reason_ = absl::StrCat("the guest answered the request with op ", h.op);
         Reset();
         return;
       }

@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "vmm/devices/virtio/vsock/byte_ring.h"
 #include "vmm/devices/virtio/vsock/packet.h"
@@ -74,8 +75,13 @@ class Connection {
   // The host socket reached end of file.
   void OnHostEof();
   // The host socket failed or went away, or a timeout expired: RST to the guest (unless it never
-  // heard of the connection) and closed.
-  void Abort();
+  // heard of the connection) and closed. `why` becomes close_reason() unless one is set.
+  void Abort(absl::string_view why);
+  // Why a connection closed before it was established, for the host program that asked for it.
+  const std::string& close_reason() const { return close_reason_; }
+  // A host-initiated connection that closed before its "OK" line: its host program is still
+  // waiting for an answer (the muxer sends it "ERR <close_reason>\n").
+  bool ClosedBeforeOk() const { return closed() && host_initiated_ && preamble_.empty(); }
 
   // Guest bytes buffered for the host socket (for tests).
   size_t buffered_bytes() const { return buffer_.size(); }
@@ -110,6 +116,8 @@ class Connection {
   // Host-bound bytes: the CONNECT answer, then guest data.
   std::string preamble_;
   size_t preamble_written_ = 0;
+  bool host_initiated_ = false;
+  std::string close_reason_;
   ByteRing buffer_{kBufAlloc};
 
   // Counters (wrapping, as on the wire).

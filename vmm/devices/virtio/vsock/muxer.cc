@@ -130,7 +130,7 @@ void Muxer::OnGuestPacket(const PacketHeader& h, absl::Span<const uint8_t> paylo
     // Misaddressed packets are dropped; anything else malformed resets its stream.
     if (h.src_cid != options_.guest_cid || h.dst_cid != kHostCid) return;
     if (entry != nullptr) {
-      entry->conn.Abort();
+      entry->conn.Abort(absl::StrCat("a malformed guest packet: ", valid.message()));
       Update(*entry);
     } else if (h.op != VIRTIO_VSOCK_OP_RST) {
       QueueOrphan(RstFor(h, options_.guest_cid));
@@ -146,7 +146,7 @@ void Muxer::OnGuestPacket(const PacketHeader& h, absl::Span<const uint8_t> paylo
     return;
   }
   if (h.op == VIRTIO_VSOCK_OP_REQUEST) {
-    entry->conn.Abort();  // a second REQUEST for an open stream
+    entry->conn.Abort("a second guest REQUEST for an open stream");
   } else {
     entry->conn.OnGuestPacket(h, payload);
     if (!entry->conn.HostBytes().empty() || entry->conn.ShouldShutdownHostWrite()) {
@@ -235,7 +235,7 @@ size_t Muxer::TakePacket(Entry& entry, size_t max_bytes) {
   if (n == 0) {
     conn.OnHostEof();
   } else {
-    conn.Abort();
+    conn.Abort("reading the host socket failed");
   }
   std::optional<PacketHeader> h = conn.TakeControlPacket();
   return h.has_value() ? PutHeader(*h) : 0;
@@ -265,6 +265,12 @@ void Muxer::Update(Entry& entry) {
   Connection& conn = entry.conn;
   const Key key{conn.local_port(), conn.peer_port()};
   if (conn.closed()) {
+    if (conn.ClosedBeforeOk()) {
+      // The host program waits for its answer: say why instead of only closing.
+      const std::string line =
+          absl::StrCat("ERR ", conn.close_reason().empty() ? "closed" : conn.close_reason(), "\n");
+      (void)send(entry.fd.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
     if (std::optional<PacketHeader> rst = conn.TakeControlPacket()) QueueOrphan(*rst);
     Remove(key);
     return;
@@ -333,7 +339,7 @@ void Muxer::FlushHost(Entry& entry) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && Retry(errno)) return;  // EPOLLOUT will call again
-    conn.Abort();
+    conn.Abort("writing the host socket failed");
     return;
   }
   if (conn.ShouldShutdownHostWrite() && !entry.host_write_shut) {
@@ -354,7 +360,7 @@ void Muxer::OnHostEvent(Key key, uint32_t events) {
       char byte;
       const ssize_t n = recv(entry.fd.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
       if (n == 0 || (n < 0 && !Retry(errno))) {
-        entry.conn.Abort();
+        entry.conn.Abort("the host program went away");
       } else if (n > 0) {
         entry.host_readable = true;  // early data: read once established
       }
@@ -473,7 +479,7 @@ void Muxer::OnTimer() {
     for (const Key& key : late) {
       auto it = entries_.find(key);
       if (it == entries_.end()) continue;
-      it->second->conn.Abort();
+      it->second->conn.Abort("the guest did not answer in time");
       Update(*it->second);
     }
     if (!waiting) {
