@@ -6,7 +6,8 @@
 // through a PACKET_VNET_HDR socket, so the tap may hand the device GSO frames of up to 64 KiB),
 // turns of the event loop, and driver resets with a fuzzed choice of offload features. Nothing
 // may crash, hang, leak or touch memory outside guest RAM, and every rx buffer the device returns
-// holds 0 or a whole frame with its header.
+// holds 0 or a whole frame with its header (with MRG_RXBUF: at most a maximal frame, as a frame's
+// later buffers hold any part of it).
 //
 // Needs root: the tap lives in a private network namespace, entered at start-up.
 #include <sys/socket.h>
@@ -47,8 +48,9 @@ constexpr uint64_t kMaxUsedLen = NetDevice::kMaxFrameSize;
 constexpr uint64_t kBaseFeatures = (uint64_t{1} << 32) |  // VIRTIO_F_VERSION_1
                                    (1u << kVirtioNetFMac) | (1u << kVirtioNetFStatus) |
                                    (1u << kVirtioNetFMtu);
-// Offload bits a driver may pick from: the six the device offers, and two it does not (the
-// transport then refuses FEATURES_OK and the device stays inactive).
+// Feature bits a driver may pick from: the six offloads the device offers, MRG_RXBUF (offered
+// too), and HOST_UFO, which it does not offer (the transport then refuses FEATURES_OK and the
+// device stays inactive).
 constexpr int kOffloadBits[] = {kVirtioNetFCsum,      kVirtioNetFGuestCsum, kVirtioNetFGuestTso4,
                                 kVirtioNetFGuestTso6, kVirtioNetFHostTso4,  kVirtioNetFHostTso6,
                                 kVirtioNetFMrgRxbuf,  kVirtioNetFHostUfo};
@@ -176,6 +178,7 @@ class Fixture {
       if ((subset >> i) & 1) features |= uint64_t{1} << kOffloadBits[i];
     }
     if ((mode & 4) != 0) features |= uint64_t{1} << kVirtioRingFEventIdx;
+    mergeable_ = (features & (uint64_t{1} << kVirtioNetFMrgRxbuf)) != 0;
     fuzzing::Start(*transport_, features, absl::MakeSpan(rings_));
   }
 
@@ -279,13 +282,14 @@ class Fixture {
     if (in.Byte() % 2 == 0) fuzzing::PublishHead(*memory_, ring, in.U16());
   }
 
-  // Every used rx element is 0 (returned unused) or a header and at most a maximal frame.
+  // Every used rx element is 0 (returned unused) or a header and at most a maximal frame; with
+  // MRG_RXBUF a frame's later buffers may hold less than a header.
   void CheckRxUsed() {
     Ring& rx = rings_[NetDevice::kRxQueue];
     const uint16_t used_idx = fuzzing::UsedIdx(*memory_, rx);
     while (rx.used_seen != used_idx) {
       const uint32_t len = fuzzing::UsedLen(*memory_, rx, rx.used_seen);
-      if (len != 0 && (len < kNetHeaderSize || len > kMaxUsedLen)) abort();
+      if (len > kMaxUsedLen || (len != 0 && !mergeable_ && len < kNetHeaderSize)) abort();
       ++rx.used_seen;
     }
   }
@@ -297,6 +301,7 @@ class Fixture {
   NetDevice* device_ = nullptr;
   std::unique_ptr<MmioTransport> transport_;
   Ring rings_[2];
+  bool mergeable_ = false;  // the last Start negotiated MRG_RXBUF
 };
 
 }  // namespace
