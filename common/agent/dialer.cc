@@ -4,7 +4,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -72,7 +71,7 @@ absl::StatusOr<UniqueFd> DialHybridVsock(const std::string& uds_path, uint32_t p
   if (!WriteAll(fd.get(), absl::StrCat("CONNECT ", port, "\n"))) {
     return ErrnoError(absl::StrCat("hybrid vsock ", uds_path, ": sending CONNECT"));
   }
-  absl::StatusOr<std::string> answer = ReadLine(fd.get(), 64, deadline);
+  absl::StatusOr<std::string> answer = ReadLine(fd.get(), 256, deadline);
   if (!answer.ok()) {
     return Annotate(answer.status(), absl::StrCat("hybrid vsock ", uds_path, " port ", port));
   }

@@ -1,15 +1,19 @@
 // kapsel-agent served on a Unix socket (`--listen unix:PATH`), driven through its ttrpc API and
 // stdio streams exactly as the shim drives it over vsock.
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/agent/agent.pb.h"
+#include "common/agent/dialer.h"
+#include "common/ttrpc/address.h"
 #include "common/ttrpc/client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -294,6 +298,33 @@ TEST_F(AgentApiTest, DestroySandboxStopsTheAgent) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("shutting down"));
   agent_.reset();
+}
+
+// A hybrid vsock CONNECT that the VMM answers with ERR: the dial fails with the VMM's reason,
+// however long (up to 256 bytes), and an OK answer gives the connection.
+TEST(DialHybridVsockTest, ErrAnswersCarryTheReason) {
+  char dir[] = "/tmp/kapsel-dial-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string path = absl::StrCat(dir, "/vm.sock");
+  absl::StatusOr<UniqueFd> listener = ttrpc::ListenUnix(absl::StrCat("unix://", path));
+  ASSERT_TRUE(listener.ok()) << listener.status();
+  const std::string reason = "a malformed guest packet: " + std::string(150, 'x');
+  std::thread vmm([&] {
+    for (const std::string& answer : {"ERR " + reason + "\n", std::string("OK 1073741824\n")}) {
+      UniqueFd client(accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
+      char line[32] = {};
+      (void)read(client.get(), line, sizeof(line) - 1);  // "CONNECT 1025\n"
+      (void)write(client.get(), answer.data(), answer.size());
+    }
+  });
+  absl::StatusOr<UniqueFd> refused = DialHybridVsock(path, 1025, absl::Seconds(5));
+  EXPECT_TRUE(absl::IsUnavailable(refused.status())) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr(reason));
+  absl::StatusOr<UniqueFd> accepted = DialHybridVsock(path, 1025, absl::Seconds(5));
+  EXPECT_TRUE(accepted.ok()) << accepted.status();
+  vmm.join();
+  unlink(path.c_str());
+  rmdir(dir);
 }
 
 }  // namespace
