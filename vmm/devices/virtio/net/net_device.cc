@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -277,6 +278,18 @@ bool NetDevice::DeliverPendingFrame() {
     uint64_t bytes;  // what this chain gets of the frame
   };
   std::vector<Taken> taken;
+  // A broken driver: every chain taken (and `also`, when given) goes back empty, which the driver
+  // sees as an error each, and the frame is lost.
+  auto give_back_empty = [&](std::optional<uint16_t> also) {
+    ++counters_.bad_chains;
+    ++counters_.rx_dropped;
+    std::vector<Queue::UsedChain> empty;
+    if (also.has_value()) empty.push_back({*also, 0});
+    for (const Taken& t : taken) empty.push_back({t.chain.head, 0});
+    (void)rx_->AddUsed(empty);
+    pending_size_ = 0;
+    return true;
+  };
   uint64_t capacity = 0;
   while (capacity < pending_size_) {
     absl::StatusOr<std::optional<DescriptorChain>> popped = rx_->Pop();
@@ -288,15 +301,7 @@ bool NetDevice::DeliverPendingFrame() {
     DescriptorChain& chain = **popped;
     // Every buffer must hold at least a header (virtio 1.2, 5.1.6.3.1).
     if (!chain.status.ok() || chain.num_readable != 0 || chain.writable_bytes < kNetHeaderSize) {
-      // A broken driver: the chains taken so far go back with it, all empty, and the frame is
-      // lost (the driver sees each as an error).
-      ++counters_.bad_chains;
-      ++counters_.rx_dropped;
-      std::vector<Queue::UsedChain> empty = {{chain.head, 0}};
-      for (const Taken& t : taken) empty.push_back({t.chain.head, 0});
-      (void)rx_->AddUsed(empty);
-      pending_size_ = 0;
-      return true;
+      return give_back_empty(chain.head);
     }
     const uint64_t bytes = std::min<uint64_t>(chain.writable_bytes, pending_size_ - capacity);
     capacity += bytes;
@@ -321,16 +326,8 @@ bool NetDevice::DeliverPendingFrame() {
       data -= kNetHeaderSize;
     }
     if (written.ok()) written = out.Write(absl::MakeConstSpan(scratch_.data() + offset, data));
-    if (!written.ok()) {
-      // Cannot happen (the chains' buffers were checked to be guest RAM); never a short frame.
-      ++counters_.bad_chains;
-      ++counters_.rx_dropped;
-      for (Queue::UsedChain& u : used) u.len = 0;
-      for (size_t j = i; j < taken.size(); ++j) used.push_back({taken[j].chain.head, 0});
-      (void)rx_->AddUsed(used);
-      pending_size_ = 0;
-      return true;
-    }
+    // Cannot fail (the chains' buffers were checked to be guest RAM); never a short frame.
+    if (!written.ok()) return give_back_empty(std::nullopt);
     offset += data;
     used.push_back({taken[i].chain.head, static_cast<uint32_t>(taken[i].bytes)});
   }
