@@ -17,6 +17,7 @@
 namespace kapsel::vmm {
 namespace {
 
+constexpr uint64_t kPage = 4096;
 constexpr uint32_t kXenElfNotePhys32Entry = 18;
 constexpr uint32_t kBzImageHeaderMagic = 0x53726448;  // "HdrS"
 constexpr uint64_t kSetupHeaderOffset = 0x1f1;
@@ -72,7 +73,6 @@ absl::StatusOr<std::optional<uint64_t>> FindPvhEntry(absl::Span<const uint8_t> i
 // and take no host memory until the guest writes them.
 void LoadSparse(const GuestMemory& memory, uint64_t addr, uint8_t* dest,
                 absl::Span<const uint8_t> data, uint64_t size) {
-  static constexpr uint64_t kPage = 4096;
   static const uint8_t kZeros[kPage] = {};
   uint64_t hole_start = 0, hole_len = 0;  // a run of whole zero pages not yet discarded
   auto flush = [&] {
@@ -105,7 +105,6 @@ struct AddressRange {
   uint64_t end;
 };
 
-constexpr uint64_t kPage = 4096;
 uint64_t PageDown(uint64_t v) { return v / kPage * kPage; }
 uint64_t PageUp(uint64_t v) { return v > UINT64_MAX - kPage ? 0 : PageDown(v + kPage - 1); }
 
@@ -150,8 +149,9 @@ std::vector<AddressRange> FindSharableRanges(absl::Span<const uint8_t> image,
       const absl::string_view rest = strings.substr(sym.st_name);
       const size_t nul = rest.find('\0');
       if (nul == absl::string_view::npos) continue;
+      const absl::string_view name = rest.substr(0, nul);
       for (size_t k = 0; k < std::size(kNames); ++k) {
-        if (rest.substr(0, nul) == kNames[k]) values[k] = sym.st_value;
+        if (name == kNames[k]) values[k] = sym.st_value;
       }
     }
     const auto& [text, etext, rodata, erodata, ro_after_init, ero_after_init] = values;
