@@ -25,6 +25,14 @@ namespace {
 constexpr char kAgentService[] = "kapsel.agent.v1.Agent";
 constexpr uint32_t kAgentPort = 1024;
 
+// Unmounts and removes a sandbox's directory, then its namespace's directory if that is now empty.
+absl::Status RemoveSandboxDir(const std::string& dir) {
+  absl::Status status = UnmountAll(dir);
+  status.Update(RemoveTree(dir));
+  RemoveDirIfEmpty(std::filesystem::path(dir).parent_path());
+  return status;
+}
+
 }  // namespace
 
 SandboxPaths::SandboxPaths(std::string d)
@@ -221,9 +229,9 @@ void Sandbox::Stop() {
   vmm_.reset();
   virtiofsd_.reset();
   network_.reset();  // after kapsel-vmm: its taps are gone with it
-  if (absl::Status s = UnmountAll(paths_.dir); !s.ok()) LogWarn("sandbox cleanup: ", s.ToString());
-  if (absl::Status s = RemoveTree(paths_.dir); !s.ok()) LogWarn("sandbox cleanup: ", s.ToString());
-  RemoveDirIfEmpty(std::filesystem::path(paths_.dir).parent_path());  // the namespace's
+  if (absl::Status s = RemoveSandboxDir(paths_.dir); !s.ok()) {
+    LogWarn("sandbox cleanup: ", s.ToString());
+  }
   LogDebug("sandbox stopped and removed in ",
            absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1))));
 }
@@ -253,10 +261,7 @@ absl::Status CleanUpSandboxDir(const std::string& dir) {
       absl::SleepFor(absl::Milliseconds(10));
     }
   }
-  absl::Status status = UnmountAll(dir);
-  status.Update(RemoveTree(dir));
-  RemoveDirIfEmpty(std::filesystem::path(dir).parent_path());
-  return status;
+  return RemoveSandboxDir(dir);
 }
 
 }  // namespace kapsel::shim
