@@ -1,9 +1,11 @@
 #include "guest-agent/pid1.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -68,6 +70,10 @@ absl::Status EnableCgroupControllers() {
 }  // namespace
 
 absl::Status LeaveInitramfsRoot() {
+  // Booted from a root image (kapsel-vmm --pmem IMAGE,root), / is a real mount already.
+  struct statfs root;
+  if (statfs("/", &root) != 0) return ErrnoError("statfs /");
+  if (root.f_type != RAMFS_MAGIC && root.f_type != TMPFS_MAGIC) return absl::OkStatus();
   constexpr char kNewRoot[] = "/.kapsel-root";
   if (mkdir(kNewRoot, 0755) != 0 && errno != EEXIST) return ErrnoError("mkdir the new root");
   // A bind mount of the initramfs root itself: the same files, nothing copied, but a mount that

@@ -11,7 +11,8 @@ namespace kapsel::agent {
 // The initramfs root ("rootfs") cannot be pivoted away from, which every container's pivot_root
 // needs. As init started from the initramfs, the agent bind-mounts that root, moves the bind mount
 // over / and chroots into it: the same files (the agent binary is not copied, so the guest keeps
-// one copy of it), on a mount that pivot_root accepts.
+// one copy of it), on a mount that pivot_root accepts. Nothing to do when / is not the initramfs
+// (booted from a root image).
 absl::Status LeaveInitramfsRoot();
 
 // Mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /run, /tmp and cgroup2 at

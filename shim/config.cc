@@ -87,12 +87,13 @@ absl::Status Apply(const Table& root, Config* config) {
     const Table& t = **vm;
     RETURN_IF_ERROR(CheckKeys(
         t, "vm",
-        {"kernel", "initrd", "vmm", "vcpus", "memory_mib", "max_vcpus", "max_memory_mib",
+        {"kernel", "image", "initrd", "vmm", "vcpus", "memory_mib", "max_vcpus", "max_memory_mib",
          "boot_timeout_seconds", "kernel_cmdline", "free_page_reporting", "share_kernel_text"}));
     int64_t vcpus = config->vcpus, mem = config->memory_mib, max_vcpus = config->max_vcpus,
             max_mem = config->max_memory_mib, boot = absl::ToInt64Seconds(config->boot_timeout);
     for (const absl::Status& s :
          {GetString(t, "vm", "kernel", &config->kernel),
+          GetString(t, "vm", "image", &config->image),
           GetString(t, "vm", "initrd", &config->initrd), GetString(t, "vm", "vmm", &config->vmm),
           GetString(t, "vm", "kernel_cmdline", &config->kernel_cmdline),
           GetUint(t, "vm", "vcpus", 1, 32, &vcpus), GetUint(t, "vm", "memory_mib", 64, 65536, &mem),
@@ -143,6 +144,10 @@ absl::Status Apply(const Table& root, Config* config) {
           "shim.log_level must be debug, info, warn or error, not '", config->log_level, "'"));
     }
   }
+  if (!config->image.empty() && config->image[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("paths must be absolute, not '", config->image, "'"));
+  }
   for (const std::string* path :
        {&config->kernel, &config->initrd, &config->vmm, &config->virtiofsd, &config->state_dir}) {
     if (path->empty() || (*path)[0] != '/') {
@@ -159,6 +164,7 @@ Config DefaultConfig() {
   const std::string bin = SelfDir();
   const std::string guest = bin.substr(0, bin.rfind('/')) + "/guest";
   config.kernel = guest + "/vmlinux";
+  config.image = guest + "/agent-root.img";
   config.initrd = guest + "/agent-initramfs.cpio";
   config.vmm = bin + "/kapsel-vmm";
   return config;

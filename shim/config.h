@@ -1,10 +1,12 @@
 // The shim's configuration: a TOML file (/etc/kapsel/config.toml, or the file named by the runtime
 // options' config_path). Every key is optional; the defaults find what scripts/build produced next
-// to the shim binary (build/bin/kapsel-vmm, build/guest/vmlinux, build/guest/agent-initramfs.cpio).
+// to the shim binary (build/bin/kapsel-vmm, build/guest/vmlinux, build/guest/agent-root.img).
 //
 //   [vm]
 //   kernel = "/path/vmlinux"           # the guest kernel
-//   initrd = "/path/agent-initramfs.cpio"
+//   image = "/path/agent-root.img"      # the agent's root image, as persistent memory (DAX):
+//                                      # every VM runs the agent from the same host pages
+//   initrd = "/path/agent-initramfs.cpio"  # booted instead when image = "" (kernels without DAX)
 //   vmm = "/path/kapsel-vmm"
 //   vcpus = 1
 //   memory_mib = 256
@@ -35,6 +37,7 @@ inline constexpr char kDefaultConfigPath[] = "/etc/kapsel/config.toml";
 
 struct Config {
   std::string kernel;
+  std::string image;  // kapsel-vmm --pmem IMAGE,root; empty: --initrd
   std::string initrd;
   std::string vmm;
   uint32_t vcpus = 1;

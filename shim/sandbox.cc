@@ -95,11 +95,13 @@ absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const 
                    StartVirtiofsd(config, paths_.shared, paths_.fs_socket, paths_.virtiofsd_log));
   RETURN_IF_ERROR(WriteFile(paths_.virtiofsd_pid, absl::StrCat(virtiofsd_->pid())));
 
+  // The agent's root image (persistent memory, DAX), or else its initramfs.
+  const bool from_image = !config.image.empty();
   std::vector<std::string> argv = {config.vmm,
                                    "--kernel",
                                    config.kernel,
-                                   "--initrd",
-                                   config.initrd,
+                                   from_image ? "--pmem" : "--initrd",
+                                   from_image ? absl::StrCat(config.image, ",root") : config.initrd,
                                    "--mem",
                                    absl::StrCat(size.memory_mib),
                                    "--vcpus",

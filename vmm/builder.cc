@@ -1,5 +1,6 @@
 #include "vmm/builder.h"
 
+#include <asm/e820.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 #include "vmm/devices/virtio/vsock/vsock_device.h"
 #include "vmm/loader/kernel_loader.h"
 #include "vmm/loader/mapped_file.h"
+#include "vmm/memory/pmem_region.h"
 #include "vmm/vhost_user/frontend.h"
 
 namespace kapsel::vmm {
@@ -121,6 +123,13 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
   }
   kernel_file->reset();
   initrd_file.reset();
+  std::unique_ptr<PmemRegion> pmem;
+  if (config.has_pmem()) {
+    absl::StatusOr<std::unique_ptr<PmemRegion>> region =
+        PmemRegion::Map(config.pmem().path(), x86::PmemGuestAddress(*guest_memory));
+    if (!region.ok()) return FlagError(region.status(), "--pmem", config.pmem().path());
+    pmem = *std::move(region);
+  }
 
   // A console file this call creates is removed again if the build fails.
   const bool console_is_file = config.console() != "off" && config.console() != "stdout";
@@ -146,6 +155,15 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
   *vmm_slot = vmm.get();
 
   std::vector<std::string> cmdline = {config.cmdline()};
+  std::vector<x86::E820Entry> device_memory;
+  if (pmem) {
+    device_memory.push_back({pmem->guest_start(), pmem->size(), E820_PRAM});
+    // First on the line, so that --cmdline can override any of it.
+    if (config.pmem().root()) {
+      cmdline.insert(cmdline.begin(), "root=/dev/pmem0 rootflags=dax ro rootwait");
+    }
+    RETURN_IF_ERROR(vmm->AddPmem(std::move(pmem)));
+  }
   // A guest that boots with one CPU rewrites every lock prefix of its text for uniprocessor use,
   // which would make most of the shared text pages private copies.
   if (kernel->shared_bytes > 0) cmdline.push_back("noreplace-smp");
@@ -198,7 +216,8 @@ absl::StatusOr<std::unique_ptr<Vmm>> BuildVmm(const v1::VmConfig& config) {
     cmdline.push_back(entry);
   }
 
-  absl::Status boot_info = x86::WriteBootInfo(memory, *kernel, absl::StrJoin(cmdline, " "), initrd);
+  absl::Status boot_info =
+      x86::WriteBootInfo(memory, *kernel, absl::StrJoin(cmdline, " "), initrd, device_memory);
   if (!boot_info.ok()) return FlagError(boot_info, "--cmdline", "");
   RETURN_IF_ERROR(x86::WriteMpTable(memory, config.vcpus()));
   RETURN_IF_ERROR(x86::ConfigureBootVcpu(vmm->vcpu(0), memory, *kernel));

@@ -33,6 +33,7 @@ enum Option {
   kPrivateKernel,
   kHelp,
   kNoSeccomp,
+  kPmem,
 };
 
 const option kOptions[] = {
@@ -52,6 +53,7 @@ const option kOptions[] = {
     {"private-kernel", no_argument, nullptr, kPrivateKernel},
     {"help", no_argument, nullptr, kHelp},
     {"no-seccomp", no_argument, nullptr, kNoSeccomp},
+    {"pmem", required_argument, nullptr, kPmem},
     {nullptr, 0, nullptr, 0},
 };
 
@@ -77,6 +79,22 @@ absl::StatusOr<v1::DiskConfig> ParseDisk(absl::string_view value) {
     }
   }
   return disk;
+}
+
+// "PATH[,root]".
+absl::StatusOr<v1::PmemConfig> ParsePmem(absl::string_view value) {
+  std::vector<std::string> parts = absl::StrSplit(value, ',');
+  v1::PmemConfig pmem;
+  pmem.set_path(parts[0]);
+  if (pmem.path().empty()) return absl::InvalidArgumentError("--pmem: empty path");
+  for (size_t i = 1; i < parts.size(); ++i) {
+    if (parts[i] != "root") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--pmem ", value, ": unknown option '", parts[i], "' (want root)"));
+    }
+    pmem.set_root(true);
+  }
+  return pmem;
 }
 
 // "CID,PATH".
@@ -274,7 +292,7 @@ std::string Usage() {
       "                  [--disk PATH[,ro]]... [--console stdout|off|FILE] [--config FILE.json]\n"
       "                  [--vsock CID,PATH] [--fs TAG,SOCKET]...\n"
       "                  [--net fd=N|tap=NAME,mac=MAC[,mtu=M]]... [--free-page-reporting]\n"
-      "                  [--private-kernel] [--allow-pvm]\n"
+      "                  [--private-kernel] [--pmem PATH[,root]] [--allow-pvm]\n"
       "Boots a Linux kernel in a KVM microVM. Exit status: 0 guest powered off or rebooted,\n"
       "1 VMM error, 2 bad arguments, 3 guest panic, 4 guest triple fault, 5 KVM error,\n"
       "128+N stopped by signal N.\n"
@@ -303,6 +321,10 @@ std::string Usage() {
       "             built (debugging only)\n"
       "  --free-page-reporting  a virtio-balloon device that only takes the guest's free page\n"
       "             reports: memory the guest frees goes back to the host\n"
+      "  --pmem     persistent memory from a file (size a multiple of 2 MiB) above guest RAM,\n"
+      "             copy-on-write: the guest's /dev/pmem0, whose pages VMs mapping the same file\n"
+      "             share (the file must not be changed in place while VMs run); root boots from\n"
+      "             it (root=/dev/pmem0 rootflags=dax ro rootwait: ext4 with 4 KiB blocks)\n"
       "  --private-kernel  copy an ELF kernel's text into guest memory; by default its pages\n"
       "             are mapped copy-on-write from the kernel file, shared with every VM that\n"
       "             boots it (the file must not be changed in place while VMs run)\n");
@@ -416,6 +438,12 @@ absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help)
       case kNoSeccomp:
         config.set_no_seccomp(true);
         break;
+      case kPmem: {
+        absl::StatusOr<v1::PmemConfig> pmem = ParsePmem(optarg);
+        if (!pmem.ok()) return pmem.status();
+        *config.mutable_pmem() = *std::move(pmem);
+        break;
+      }
       case ':':
         return absl::InvalidArgumentError(absl::StrCat(argv[optind - 1], " needs a value"));
       default:
@@ -455,6 +483,9 @@ absl::StatusOr<v1::VmConfig> Validate(v1::VmConfig config) {
   }
   for (const v1::DiskConfig& disk : config.disks()) {
     if (disk.path().empty()) return absl::InvalidArgumentError("--disk: empty path");
+  }
+  if (config.has_pmem() && config.pmem().path().empty()) {
+    return absl::InvalidArgumentError("--pmem: empty path");
   }
   if (config.has_vsock()) {
     absl::Status vsock = ValidateVsock(config.vsock());

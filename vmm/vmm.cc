@@ -77,9 +77,9 @@ absl::StatusOr<std::unique_ptr<Vmm>> Vmm::CreateMachine(const MachineConfig& con
   RETURN_IF_ERROR(vm.SetIdentityMapAddress(x86::kIdentityMapAddress));
   RETURN_IF_ERROR(vm.CreateIrqchip());
   RETURN_IF_ERROR(vm.CreatePit());
-  uint32_t slot = 0;
   for (const MemoryRegion& r : vmm->memory_->regions()) {
-    RETURN_IF_ERROR(vm.SetUserMemoryRegion(slot++, r.guest_start, r.size, r.host));
+    RETURN_IF_ERROR(
+        vm.SetUserMemoryRegion(vmm->next_memory_slot_++, r.guest_start, r.size, r.host));
   }
 
   // Legacy devices: COM1 and the i8042 reset line.
@@ -106,6 +106,13 @@ absl::StatusOr<std::unique_ptr<Vmm>> Vmm::CreateMachine(const MachineConfig& con
     vmm->vcpus_.push_back(std::move(vcpu));
   }
   return vmm;
+}
+
+absl::Status Vmm::AddPmem(std::unique_ptr<PmemRegion> region) {
+  RETURN_IF_ERROR(vm_->SetUserMemoryRegion(next_memory_slot_++, region->guest_start(),
+                                           region->size(), region->host()));
+  pmem_.push_back(std::move(region));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Vmm::AddVirtioDevice(std::unique_ptr<virtio::VirtioDevice> device) {

@@ -20,6 +20,7 @@
 #include "vmm/event_loop.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/memory/guest_memory.h"
+#include "vmm/memory/pmem_region.h"
 #include "vmm/vm_exit.h"
 
 namespace kapsel::vmm {
@@ -50,6 +51,10 @@ class Vmm {
   // announces it (virtio_mmio.device=4K@ADDR:IRQ).
   absl::StatusOr<std::string> AddVirtioDevice(std::unique_ptr<virtio::VirtioDevice> device);
 
+  // Gives the guest `region` as memory outside RAM (a KVM memory slot of its own); the Vmm keeps
+  // the mapping until it is destroyed. The guest learns of it through the memory map (e820.h).
+  absl::Status AddPmem(std::unique_ptr<PmemRegion> region);
+
   const GuestMemory& memory() const { return *memory_; }
   // The loop Run() serves: devices with host-side file descriptors (vsock sockets) register here.
   EventLoop& event_loop() { return *event_loop_; }
@@ -77,6 +82,8 @@ class Vmm {
   std::unique_ptr<Kvm> kvm_;
   std::unique_ptr<Vm> vm_;
   std::unique_ptr<GuestMemory> memory_;
+  std::vector<std::unique_ptr<PmemRegion>> pmem_;
+  uint32_t next_memory_slot_ = 0;
   std::unique_ptr<EventLoop> event_loop_;
   VmExit exit_;
   Bus pio_bus_{"port I/O"};

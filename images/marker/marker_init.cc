@@ -4,6 +4,7 @@
 //   kapsel-guest: cpus=2
 //   kapsel-guest: rng=<32 hex digits>          (16 bytes from virtio-rng)
 //   kapsel-guest: disk vda: <first line>       (the first sector of each virtio disk)
+//   kapsel-guest: root /dev/root ext4 ro,relatime,dax=always  (the mount on /: source type options)
 //   KAPSEL_GUEST_READY uptime=0.42
 // Command line switches: kapsel.write_disk (write "written by the guest" to sector 1 of vda and
 // flush), kapsel.exit_init (return from init instead of powering off: the kernel panics),
@@ -82,6 +83,25 @@ int CountCpus() {
     pos = comma + 1;
   }
   return count;
+}
+
+// The mount on / (the last one there): its source, type and options.
+void ReportRoot() {
+  const std::string mounts = ReadFile("/proc/self/mounts");
+  std::string root;
+  size_t start = 0;
+  while (start < mounts.size()) {
+    size_t end = mounts.find('\n', start);
+    if (end == std::string::npos) end = mounts.size();
+    const std::string line = mounts.substr(start, end - start);
+    start = end + 1;
+    char source[256], target[256], type[64], options[1024];
+    if (std::sscanf(line.c_str(), "%255s %255s %63s %1023s", source, target, type, options) == 4 &&
+        std::strcmp(target, "/") == 0) {
+      root = std::string(source) + " " + type + " " + options;
+    }
+  }
+  std::printf("kapsel-guest: root %s\n", root.c_str());
 }
 
 void ReportRng() {
@@ -240,6 +260,7 @@ int main() {
 
   std::printf("kapsel-guest: cpus=%d\n", CountCpus());
   ReportRng();
+  ReportRoot();
   ReportDisks(has_flag("kapsel.write_disk"));
   if (has_flag("kapsel.net_up")) NetUp();
   std::string uptime = ReadFile("/proc/uptime");

@@ -11,6 +11,7 @@ using ::testing::HasSubstr;
 TEST(ConfigTest, DefaultsFindTheBuildNextToTheBinary) {
   const Config config = DefaultConfig();
   EXPECT_THAT(config.kernel, ::testing::EndsWith("/guest/vmlinux"));
+  EXPECT_THAT(config.image, ::testing::EndsWith("/guest/agent-root.img"));
   EXPECT_THAT(config.initrd, ::testing::EndsWith("/guest/agent-initramfs.cpio"));
   EXPECT_THAT(config.vmm, ::testing::EndsWith("/kapsel-vmm"));
   EXPECT_EQ(config.virtiofsd, "/usr/lib/qemu/virtiofsd");
@@ -26,6 +27,7 @@ TEST(ConfigTest, ParsesEveryKey) {
   absl::StatusOr<Config> config = ParseConfig(R"(
 [vm]
 kernel = "/k/vmlinux"
+image = "/k/root.img"
 initrd = "/k/initrd"
 vmm = "/k/vmm"
 vcpus = 2
@@ -46,6 +48,7 @@ state_dir = "/run/k2"
                                               "test.toml");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->kernel, "/k/vmlinux");
+  EXPECT_EQ(config->image, "/k/root.img");
   EXPECT_EQ(config->initrd, "/k/initrd");
   EXPECT_EQ(config->vmm, "/k/vmm");
   EXPECT_EQ(config->vcpus, 2u);
@@ -71,6 +74,10 @@ TEST(ConfigTest, ErrorsNameTheKey) {
               HasSubstr("vm.kernel must be a string"));
   EXPECT_THAT(ParseConfig("[vm]\nkernel = \"rel/path\"\n", "f.toml").status().message(),
               HasSubstr("absolute"));
+  EXPECT_THAT(ParseConfig("[vm]\nimage = \"rel.img\"\n", "f.toml").status().message(),
+              HasSubstr("absolute, not 'rel.img'"));
+  // An empty image means: boot the initrd.
+  EXPECT_TRUE(ParseConfig("[vm]\nimage = \"\"\n", "f.toml").ok());
   EXPECT_THAT(ParseConfig("[virtiofsd]\ncache = \"sometimes\"\n", "f.toml").status().message(),
               HasSubstr("virtiofsd.cache"));
   EXPECT_THAT(ParseConfig("[vm]\nmax_vcpus = 33\n", "f.toml").status().message(),

@@ -93,6 +93,24 @@ TEST(BuildE820Test, GuestAbove4GiB) {
   EXPECT_EQ(Tuples(BuildE820(*memory)), expected);
 }
 
+TEST(BuildE820Test, PersistentMemoryGoesAboveRam) {
+  // At the first 1 GiB boundary at or above 4 GiB and above RAM, as e820 type 12 after RAM.
+  auto small = MakeMemory(256 * kMiB);
+  ASSERT_NE(small, nullptr);
+  EXPECT_EQ(PmemGuestAddress(*small), kMmioHoleEnd);
+  auto large = MakeMemory(4 * kGiB + 2 * kMiB);  // high RAM ends at 5 GiB + 2 MiB
+  ASSERT_NE(large, nullptr);
+  EXPECT_EQ(PmemGuestAddress(*large), 6 * kGiB);
+  const std::vector<E820Entry> pmem = {{kMmioHoleEnd, 4 * kMiB, E820_PRAM}};
+  const std::vector<E820Tuple> expected = {
+      {0, kEbdaStart, E820_RAM},
+      {kEbdaStart, 0x100000 - kEbdaStart, E820_RESERVED},
+      {0x100000, 256 * kMiB - 0x100000, E820_RAM},
+      {kMmioHoleEnd, 4 * kMiB, 12},
+  };
+  EXPECT_EQ(Tuples(BuildE820(*small, pmem)), expected);
+}
+
 TEST(LoadInitrdTest, TopOfLowMemoryPageAligned) {
   auto memory = MakeMemory(256 * kMiB);
   ASSERT_NE(memory, nullptr);
@@ -281,6 +299,28 @@ TEST_F(WriteBootInfoTest, PvhStartInfo) {
   EXPECT_GE(info->modlist_paddr, kPvhStartInfoAddress + sizeof(HvmStartInfo));
   EXPECT_GE(info->memmap_paddr, info->modlist_paddr + sizeof(HvmModlistEntry));
   EXPECT_LE(info->memmap_paddr + map.size() * sizeof(HvmMemmapEntry), kZeroPageAddress);
+}
+
+TEST_F(WriteBootInfoTest, PersistentMemoryInBothMemoryMaps) {
+  const std::vector<E820Entry> pmem = {{kMmioHoleEnd, 2 * kMiB, E820_PRAM}};
+  const LoadedKernel pvh{BootProtocol::kPvh, 0x1000500, 0x2026000, std::nullopt};
+  ASSERT_TRUE(WriteBootInfo(*memory_, pvh, "", std::nullopt, pmem).ok());
+  auto info = memory_->ReadObj<HvmStartInfo>(kPvhStartInfoAddress);
+  ASSERT_TRUE(info.ok());
+  ASSERT_EQ(info->memmap_entries, 4u);
+  auto last = memory_->ReadObj<HvmMemmapEntry>(info->memmap_paddr + 3 * sizeof(HvmMemmapEntry));
+  ASSERT_TRUE(last.ok());
+  EXPECT_EQ(last->addr, kMmioHoleEnd);
+  EXPECT_EQ(last->size, 2 * kMiB);
+  EXPECT_EQ(last->type, 12u);
+
+  const LoadedKernel bzimage{BootProtocol::kLinux64, 0x100200, 0x2400000, BzImageHeader()};
+  ASSERT_TRUE(WriteBootInfo(*memory_, bzimage, "", std::nullopt, pmem).ok());
+  auto params = memory_->ReadObj<boot_params>(kZeroPageAddress);
+  ASSERT_TRUE(params.ok());
+  ASSERT_EQ(Val(params->e820_entries), 4);
+  EXPECT_EQ(Val(params->e820_table[3].addr), kMmioHoleEnd);
+  EXPECT_EQ(Val(params->e820_table[3].type), 12u);
 }
 
 TEST_F(WriteBootInfoTest, PvhWithoutInitrdHasNoModules) {

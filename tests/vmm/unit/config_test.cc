@@ -119,6 +119,21 @@ TEST(ParseCommandLineTest, Vsock) {
   ExpectError(Parse({"--kernel", "k", "--vsock", "3,/tmp/" + std::string(100, 'x')}), "--vsock");
 }
 
+TEST(ParseCommandLineTest, Pmem) {
+  EXPECT_FALSE(Parse({"--kernel", "k"})->has_pmem());
+  auto config = Parse({"--kernel", "k", "--pmem", "/i/root.img"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->pmem().path(), "/i/root.img");
+  EXPECT_FALSE(config->pmem().root());
+  config = Parse({"--kernel", "k", "--pmem=/i/root.img,root"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->pmem().path(), "/i/root.img");
+  EXPECT_TRUE(config->pmem().root());
+  ExpectError(Parse({"--kernel", "k", "--pmem", "/i/root.img,rw"}), "unknown option 'rw'");
+  ExpectError(Parse({"--kernel", "k", "--pmem", ",root"}), "--pmem: empty path");
+  ExpectError(Parse({"--kernel", "k", "--pmem", ""}), "--pmem: empty path");
+}
+
 TEST(ParseCommandLineTest, MissingKernel) {
   ExpectError(Parse({}), "--kernel");
   ExpectError(Parse({"--mem", "128"}), "--kernel");

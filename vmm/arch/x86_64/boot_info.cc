@@ -27,7 +27,8 @@ absl::Status WriteCmdline(const GuestMemory& memory, const std::string& cmdline)
 }
 
 absl::Status WriteZeroPage(const GuestMemory& memory, const LoadedKernel& kernel,
-                           const std::string& cmdline, std::optional<GuestRange> initrd) {
+                           const std::string& cmdline, std::optional<GuestRange> initrd,
+                           const std::vector<E820Entry>& devices) {
   boot_params params{};
   if (kernel.bzimage_header.has_value()) {
     params.hdr = *kernel.bzimage_header;
@@ -46,7 +47,7 @@ absl::Status WriteZeroPage(const GuestMemory& memory, const LoadedKernel& kernel
     params.hdr.ramdisk_image = static_cast<uint32_t>(initrd->start);
     params.hdr.ramdisk_size = static_cast<uint32_t>(initrd->size);
   }
-  const std::vector<E820Entry> map = BuildE820(memory);
+  const std::vector<E820Entry> map = BuildE820(memory, devices);
   if (map.size() > E820_MAX_ENTRIES_ZEROPAGE) {
     return absl::InternalError("too many e820 entries for the zero page");
   }
@@ -57,8 +58,9 @@ absl::Status WriteZeroPage(const GuestMemory& memory, const LoadedKernel& kernel
   return memory.WriteObj(kZeroPageAddress, params);
 }
 
-absl::Status WritePvhStartInfo(const GuestMemory& memory, std::optional<GuestRange> initrd) {
-  const std::vector<E820Entry> map = BuildE820(memory);
+absl::Status WritePvhStartInfo(const GuestMemory& memory, std::optional<GuestRange> initrd,
+                               const std::vector<E820Entry>& devices) {
+  const std::vector<E820Entry> map = BuildE820(memory, devices);
   const uint64_t modlist = kPvhStartInfoAddress + sizeof(HvmStartInfo);
   const uint64_t memmap = modlist + sizeof(HvmModlistEntry);
   if (memmap + map.size() * sizeof(HvmMemmapEntry) > kZeroPageAddress) {
@@ -106,10 +108,11 @@ absl::StatusOr<GuestRange> LoadInitrd(absl::Span<const uint8_t> initrd, const Gu
 }
 
 absl::Status WriteBootInfo(const GuestMemory& memory, const LoadedKernel& kernel,
-                           const std::string& cmdline, std::optional<GuestRange> initrd) {
+                           const std::string& cmdline, std::optional<GuestRange> initrd,
+                           const std::vector<E820Entry>& devices) {
   RETURN_IF_ERROR(WriteCmdline(memory, cmdline));
-  if (kernel.protocol == BootProtocol::kPvh) return WritePvhStartInfo(memory, initrd);
-  return WriteZeroPage(memory, kernel, cmdline, initrd);
+  if (kernel.protocol == BootProtocol::kPvh) return WritePvhStartInfo(memory, initrd, devices);
+  return WriteZeroPage(memory, kernel, cmdline, initrd, devices);
 }
 
 }  // namespace kapsel::vmm::x86

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "vmm/arch/x86_64/e820.h"
 #include "vmm/loader/kernel_loader.h"
 #include "vmm/memory/guest_memory.h"
 
@@ -46,8 +47,10 @@ absl::StatusOr<GuestRange> LoadInitrd(absl::Span<const uint8_t> initrd, const Gu
                                       uint64_t kernel_end);
 
 // Writes the command line, then boot_params or the PVH start info, as `kernel.protocol` needs.
+// `devices` are memory map entries beyond RAM (BuildE820), such as persistent memory.
 absl::Status WriteBootInfo(const GuestMemory& memory, const LoadedKernel& kernel,
-                           const std::string& cmdline, std::optional<GuestRange> initrd);
+                           const std::string& cmdline, std::optional<GuestRange> initrd,
+                           const std::vector<E820Entry>& devices = {});
 
 }  // namespace kapsel::vmm::x86
 

@@ -16,7 +16,14 @@ std::vector<GuestRange> RamRanges(uint64_t mem_bytes) {
   return ranges;
 }
 
-std::vector<E820Entry> BuildE820(const GuestMemory& memory) {
+uint64_t PmemGuestAddress(const GuestMemory& memory) {
+  constexpr uint64_t kGiB = 1ULL << 30;
+  uint64_t end = kMmioHoleEnd;
+  for (const MemoryRegion& r : memory.regions()) end = std::max(end, r.guest_start + r.size);
+  return (end + kGiB - 1) / kGiB * kGiB;
+}
+
+std::vector<E820Entry> BuildE820(const GuestMemory& memory, const std::vector<E820Entry>& devices) {
   std::vector<E820Entry> map;
   for (const MemoryRegion& r : memory.regions()) {
     if (r.guest_start == 0) {
@@ -29,6 +36,7 @@ std::vector<E820Entry> BuildE820(const GuestMemory& memory) {
       map.push_back({r.guest_start, r.size, E820_RAM});
     }
   }
+  map.insert(map.end(), devices.begin(), devices.end());
   return map;
 }
 
