@@ -1,26 +1,20 @@
 #include "vmm/loader/mapped_file.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "common/unique_fd.h"
+#include "vmm/memory/input_file.h"
 
 namespace kapsel::vmm {
 
 absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return ErrnoError(absl::StrCat("cannot open ", path));
-  struct stat st;
-  if (fstat(fd.get(), &st) != 0) return ErrnoError(absl::StrCat("cannot stat ", path));
-  if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, " is not a file"));
-  if (st.st_size == 0) return absl::InvalidArgumentError(absl::StrCat(path, " is empty"));
-  void* data = mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  ASSIGN_OR_RETURN(InputFile file, OpenInputFile(path));
+  void* data = mmap(nullptr, file.size, PROT_READ, MAP_PRIVATE, file.fd.get(), 0);
   if (data == MAP_FAILED) return ErrnoError(absl::StrCat("cannot map ", path));
   return std::unique_ptr<MappedFile>(new MappedFile(
-      std::move(fd), static_cast<const uint8_t*>(data), static_cast<size_t>(st.st_size)));
+      std::move(file.fd), static_cast<const uint8_t*>(data), static_cast<size_t>(file.size)));
 }
 
 MappedFile::~MappedFile() { munmap(const_cast<uint8_t*>(data_), size_); }
