@@ -3,7 +3,8 @@
 //   - host memory of an idle sandbox: the PSS of the shim's whole process tree (for kapsel: shim,
 //     kapsel-vmm with the guest memory it touched, virtiofsd; for runc: shim and the container),
 //     also by process, with the guest's RAM apart (its memfd, in kapsel-vmm and virtiofsd, and
-//     the kernel text kapsel-vmm maps from the vmlinux file, shared between VMs);
+//     the kernel text kapsel-vmm maps from the vmlinux file and the agent's root image, both
+//     shared between VMs);
 //   - the same at density: --density idle sandboxes running at once, the PSS of all their trees
 //     divided by their number. With one sandbox, PSS charges it every page of the binaries and
 //     libraries it touched; on a node running many, those pages are shared and PSS splits them.
@@ -156,13 +157,16 @@ long PssKib(int pid, const char* file, const std::string& only_mapping = "") {
 }
 
 // The kernel file a kapsel-vmm runs (its --kernel, resolved as smaps shows it), or "".
-std::string VmmKernel(int pid) {
+// The canonical path of the file a kapsel-vmm process was given with `flag` (--kernel, --pmem;
+// a ",root" after the --pmem file is dropped), or "".
+std::string VmmFile(int pid, const std::string& flag) {
   const std::vector<std::string> argv = Argv(pid);
   for (size_t i = 0; i + 1 < argv.size(); ++i) {
-    if (argv[i] != "--kernel") continue;
+    if (argv[i] != flag) continue;
+    const std::string file = argv[i + 1].substr(0, argv[i + 1].find(','));
     std::error_code error;
     const std::filesystem::path path = std::filesystem::canonical(
-        std::filesystem::path(absl::StrCat("/proc/", pid, "/cwd")) / argv[i + 1], error);
+        std::filesystem::path(absl::StrCat("/proc/", pid, "/cwd")) / file, error);
     return error ? "" : path.string();
   }
   return "";
@@ -191,8 +195,9 @@ std::pair<long, long> MemInUseKib() {
 
 // Pss (KiB) of the processes in the trees under `roots` (the shims), summed over the trees, by
 // process name; the guest memory apart: "guest RAM" (kapsel-vmm's memfd, which virtiofsd maps
-// too) and "guest text" (the kernel text kapsel-vmm maps from its vmlinux, shared by every VM
-// booting it). One snapshot of the process list for all of them.
+// too), "guest text" (the kernel text kapsel-vmm maps from its vmlinux, shared by every VM
+// booting it) and "agent image" (the agent's root image, --pmem, shared the same way). One
+// snapshot of the process list for all of them.
 std::map<std::string, long> TreesPssKib(const std::set<int>& roots) {
   const std::map<int, int> parents = Parents();
   std::map<std::string, long> by_name;
@@ -211,11 +216,17 @@ std::map<std::string, long> TreesPssKib(const std::set<int>& roots) {
       by_name["guest RAM"] += guest;
       pss -= guest;
     }
-    const std::string kernel = VmmKernel(pid);
+    const std::string kernel = VmmFile(pid, "--kernel");
     const long text = kernel.empty() ? 0 : PssKib(pid, "smaps", kernel);
     if (text > 0) {
       by_name["guest text"] += text;
       pss -= text;
+    }
+    const std::string image = VmmFile(pid, "--pmem");
+    const long agent = image.empty() ? 0 : PssKib(pid, "smaps", image);
+    if (agent > 0) {
+      by_name["agent image"] += agent;
+      pss -= agent;
     }
     by_name[Comm(pid)] += pss;
   }
