@@ -487,6 +487,10 @@ absl::StatusOr<v1::VmConfig> Validate(v1::VmConfig config) {
   if (config.has_pmem() && config.pmem().path().empty()) {
     return absl::InvalidArgumentError("--pmem: empty path");
   }
+  if (config.has_pmem() && config.pmem().root() && !config.initrd().empty()) {
+    return absl::InvalidArgumentError(
+        "--pmem ...,root with --initrd: the initramfs's /init would run, not the root image's");
+  }
   if (config.has_vsock()) {
     absl::Status vsock = ValidateVsock(config.vsock());
     if (!vsock.ok()) return vsock;

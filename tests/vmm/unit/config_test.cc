@@ -132,6 +132,8 @@ TEST(ParseCommandLineTest, Pmem) {
   ExpectError(Parse({"--kernel", "k", "--pmem", "/i/root.img,rw"}), "unknown option 'rw'");
   ExpectError(Parse({"--kernel", "k", "--pmem", ",root"}), "--pmem: empty path");
   ExpectError(Parse({"--kernel", "k", "--pmem", ""}), "--pmem: empty path");
+  ExpectError(Parse({"--kernel", "k", "--initrd", "i", "--pmem", "/i/root.img,root"}), "--initrd");
+  EXPECT_TRUE(Parse({"--kernel", "k", "--initrd", "i", "--pmem", "/i/data.img"}).ok());
 }
 
 TEST(ParseCommandLineTest, MissingKernel) {
