@@ -202,8 +202,17 @@ absl::Status Sandbox::Call(const std::string& method, const google::protobuf::Me
   if (agent_ == nullptr || vm_exited_) return absl::UnavailableError("the VM is not running");
   absl::Status status = agent_->Call(kAgentService, method, request, response,
                                      ttrpc::CallOptions::WithTimeout(timeout));
-  if (!status.ok()) return Annotate(status, absl::StrCat("agent ", method));
-  return status;
+  if (status.ok()) return status;
+  status = Annotate(status, absl::StrCat("agent ", method));
+  if (status.code() != absl::StatusCode::kUnavailable) return status;
+  // The connection is gone. When the VM died with it (a guest crash, a killed kapsel-vmm), say so,
+  // with kapsel-vmm's last words and the guest console's, not only "connection closed".
+  for (int i = 0; i < 50 && !vm_exited_; ++i) absl::SleepFor(absl::Milliseconds(20));
+  if (!vm_exited_) return status;
+  return absl::UnavailableError(
+      absl::StrCat(status.message(), "; the VM stopped (kapsel-vmm: ",
+                   absl::StripTrailingAsciiWhitespace(ReadTail(paths_.vmm_log, 512)),
+                   "; guest console: ", absl::StripTrailingAsciiWhitespace(ConsoleTail(512)), ")"));
 }
 
 std::string Sandbox::ConsoleTail(size_t max_bytes) const {

@@ -4,6 +4,7 @@
 // snapshotters (devmapper: a block device; blockfile: an image file with `loop`), which kapsel
 // hands to the VM as its virtio-blk disk. Runs inside tests/testhost/e2e.
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -205,6 +206,45 @@ TEST_F(ShimDirectTest, ImageFileRootfsBecomesTheVmDisk) {
   // The write reached the image: the guest's filesystem is the host's file.
   ProcessResult marker = Sh(absl::StrCat("debugfs -R 'cat /marker' ", image, " 2>/dev/null"));
   EXPECT_EQ(marker.out, "written\n") << Describe(marker);
+}
+
+TEST_F(ShimDirectTest, DeadVmIsNamedInTheShimLog) {
+  // kapsel-vmm killed under a running container: the container exits 137 (the VM is gone), and
+  // the shim's log says that the VM stopped, with kapsel-vmm's and the guest console's last lines,
+  // not only that the agent's connection closed.
+  const std::string victim = MakeBundle("victim", {"/bin/sleep", "1000"});
+  ProcessResult made =
+      Sh(absl::StrCat(KAPSEL_SOURCE_DIR, "/tests/support/make-test-rootfs ", victim, "/rootfs"));
+  ASSERT_EQ(made.exit_code, 0) << Describe(made);
+  std::unique_ptr<ttrpc::Client> shim = StartShim("victim", victim);
+  ASSERT_NE(shim, nullptr);
+  task::CreateTaskRequest create;
+  create.set_id("victim");
+  create.set_bundle(victim);
+  task::CreateTaskResponse created;
+  absl::Status status = Call(*shim, "Create", create, &created);
+  ASSERT_TRUE(status.ok()) << status << "\nshim log:\n" << ReadAll(victim + "/log");
+  task::StartRequest start;
+  start.set_id("victim");
+  task::StartResponse started;
+  ASSERT_TRUE(Call(*shim, "Start", start, &started).ok());
+
+  const std::string pid = ReadAll(absl::StrCat("/run/kapsel/", kNamespace, "/victim/vmm.pid"));
+  ASSERT_FALSE(pid.empty());
+  ASSERT_EQ(kill(std::stoi(pid), SIGKILL), 0);
+  task::WaitRequest wait;
+  wait.set_id("victim");
+  task::WaitResponse waited;
+  ASSERT_TRUE(Call(*shim, "Wait", wait, &waited).ok());
+  EXPECT_EQ(waited.exit_status(), 137u);
+  EXPECT_THAT(ReadAll(victim + "/log"), HasSubstr("the VM stopped (kapsel-vmm: "))
+      << ReadAll(victim + "/log");
+
+  task::DeleteRequest del;
+  del.set_id("victim");
+  task::DeleteResponse deleted;
+  EXPECT_TRUE(Call(*shim, "Delete", del, &deleted).ok());
+  ShutDown(*shim);
 }
 
 TEST_F(ShimDirectTest, MissingBlockRootfsIsAClearError) {
