@@ -39,6 +39,9 @@ const std::string kBzImage = KAPSEL_GUEST_DIR "/bzImage";
 const std::string kInitramfs = KAPSEL_INITRAMFS;
 const std::string kMarkerImage = KAPSEL_MARKER_IMAGE;  // the marker init in an ext4 root image
 constexpr char kMarker[] = "KAPSEL_GUEST_READY";
+// The default command line plus kapsel.hold: the guest stays up after the marker until the VM is
+// stopped from outside.
+constexpr char kHoldCmdline[] = "console=ttyS0 reboot=k panic=-1 quiet kapsel.hold";
 const absl::Duration kBootTimeout = absl::Seconds(120);
 
 // A temporary file removed at the end of the test.
@@ -155,9 +158,8 @@ TEST(VmmBoot, FreePageReportingGivesMemoryBack) {
   // With --free-page-reporting the guest's virtio-balloon driver reports free memory (first all
   // of it, a few seconds after boot); kapsel-vmm punches it out of the guest memory file and says
   // how much at exit. Without the flag there is no balloon device (the other cases).
-  auto vmm = testing::Subprocess::Start(VmmArgs(
-      kVmlinux,
-      {"--free-page-reporting", "--cmdline", "console=ttyS0 reboot=k panic=-1 quiet kapsel.hold"}));
+  auto vmm = testing::Subprocess::Start(
+      VmmArgs(kVmlinux, {"--free-page-reporting", "--cmdline", kHoldCmdline}));
   ASSERT_TRUE(vmm.ok()) << vmm.status();
   ASSERT_TRUE((*vmm)->WaitForOutput(kMarker, kBootTimeout));
   absl::SleepFor(absl::Seconds(8));  // the guest reports after a 2 s delay
@@ -206,8 +208,7 @@ TEST(VmmBoot, KernelTextIsSharedBetweenVms) {
   char resolved[PATH_MAX];
   ASSERT_NE(realpath(kVmlinux.c_str(), resolved), nullptr) << kVmlinux;
   const std::string vmlinux = resolved;
-  const std::vector<std::string> hold = {"--cmdline",
-                                         "console=ttyS0 reboot=k panic=-1 quiet kapsel.hold"};
+  const std::vector<std::string> hold = {"--cmdline", kHoldCmdline};
   std::vector<std::unique_ptr<testing::Subprocess>> vms;
   for (int i = 0; i < 2; ++i) {
     auto vmm = testing::Subprocess::Start(VmmArgs(kVmlinux, hold));
@@ -248,13 +249,12 @@ TEST(VmmBoot, FreePageReportingReturnsBlocksSmallerThan2MiB) {
   // 64 KiB to 1 MiB beside pages in use: reported only from 2 MiB up (Linux's default order 9,
   // which a later page_reporting.page_reporting_order= on the line restores), they stay resident
   // on the host; kapsel-vmm's order 4 gives them back. Both guests run at once, with reporting.
-  const std::string base = "console=ttyS0 reboot=k panic=-1 quiet kapsel.hold";
-  auto small =
-      testing::Subprocess::Start(VmmArgs(kVmlinux, {"--free-page-reporting", "--cmdline", base}));
+  auto small = testing::Subprocess::Start(
+      VmmArgs(kVmlinux, {"--free-page-reporting", "--cmdline", kHoldCmdline}));
   ASSERT_TRUE(small.ok()) << small.status();
   auto large = testing::Subprocess::Start(
       VmmArgs(kVmlinux, {"--free-page-reporting", "--cmdline",
-                         absl::StrCat(base, " page_reporting.page_reporting_order=9")}));
+                         absl::StrCat(kHoldCmdline, " page_reporting.page_reporting_order=9")}));
   ASSERT_TRUE(large.ok()) << large.status();
   ASSERT_TRUE((*small)->WaitForOutput(kMarker, kBootTimeout));
   ASSERT_TRUE((*large)->WaitForOutput(kMarker, kBootTimeout));
@@ -282,8 +282,7 @@ TEST(VmmBoot, BootsFromAPmemRootThatVmsShare) {
   std::vector<std::unique_ptr<testing::Subprocess>> vms;
   for (int i = 0; i < 2; ++i) {
     auto vmm = testing::Subprocess::Start({kVmm, "--kernel", kVmlinux, "--mem", "256", "--pmem",
-                                           image + ",root", "--cmdline",
-                                           "console=ttyS0 reboot=k panic=-1 quiet kapsel.hold"});
+                                           image + ",root", "--cmdline", kHoldCmdline});
     ASSERT_TRUE(vmm.ok()) << vmm.status();
     vms.push_back(*std::move(vmm));
   }
@@ -329,7 +328,7 @@ TEST(VmmBoot, ReceivedTrafficLeavesLittleGuestMemoryInRxBuffers) {
   const std::string tap = "kbootnet0";
   auto vmm = testing::Subprocess::Start(
       VmmArgs(kVmlinux, {"--net", absl::StrCat("tap=", tap, ",mac=52:54:00:12:34:56"), "--cmdline",
-                         "console=ttyS0 reboot=k panic=-1 quiet kapsel.hold kapsel.net_up"}));
+                         absl::StrCat(kHoldCmdline, " kapsel.net_up")}));
   ASSERT_TRUE(vmm.ok()) << vmm.status();
   ASSERT_TRUE((*vmm)->WaitForOutput(kMarker, kBootTimeout));
   absl::SleepFor(absl::Seconds(1));
@@ -368,8 +367,7 @@ TEST(VmmBoot, ReceivedTrafficLeavesLittleGuestMemoryInRxBuffers) {
 }
 
 TEST(VmmBoot, SigtermStopsARunningGuest) {
-  auto vmm = testing::Subprocess::Start(
-      VmmArgs(kVmlinux, {"--cmdline", "console=ttyS0 reboot=k panic=-1 quiet kapsel.hold"}));
+  auto vmm = testing::Subprocess::Start(VmmArgs(kVmlinux, {"--cmdline", kHoldCmdline}));
   ASSERT_TRUE(vmm.ok()) << vmm.status();
   ASSERT_TRUE((*vmm)->WaitForOutput(kMarker, kBootTimeout));
   (*vmm)->Signal(SIGTERM);
@@ -403,9 +401,8 @@ std::map<std::string, std::string> SeccompModeByThread(pid_t pid) {
 
 TEST(VmmBoot, EveryThreadRunsUnderTheSeccompFilter) {
   // Two vCPUs (two vCPU threads besides the event loop); the guest boots and holds.
-  auto vmm = testing::Subprocess::Start(
-      VmmArgs(kVmlinux,
-              {"--vcpus", "2", "--cmdline", "console=ttyS0 reboot=k panic=-1 quiet kapsel.hold"}));
+  auto vmm =
+      testing::Subprocess::Start(VmmArgs(kVmlinux, {"--vcpus", "2", "--cmdline", kHoldCmdline}));
   ASSERT_TRUE(vmm.ok()) << vmm.status();
   ASSERT_TRUE((*vmm)->WaitForOutput(kMarker, kBootTimeout));
   const std::map<std::string, std::string> modes = SeccompModeByThread((*vmm)->pid());
@@ -420,9 +417,8 @@ TEST(VmmBoot, EveryThreadRunsUnderTheSeccompFilter) {
 }
 
 TEST(VmmBoot, NoSeccompRunsUnfiltered) {
-  auto vmm = testing::Subprocess::Start(
-      VmmArgs(kVmlinux,
-              {"--no-seccomp", "--cmdline", "console=ttyS0 reboot=k panic=-1 quiet kapsel.hold"}));
+  auto vmm =
+      testing::Subprocess::Start(VmmArgs(kVmlinux, {"--no-seccomp", "--cmdline", kHoldCmdline}));
   ASSERT_TRUE(vmm.ok()) << vmm.status();
   ASSERT_TRUE((*vmm)->WaitForOutput(kMarker, kBootTimeout));
   const std::map<std::string, std::string> modes = SeccompModeByThread((*vmm)->pid());
