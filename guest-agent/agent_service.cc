@@ -95,6 +95,8 @@ absl::Status AgentService::Register(ttrpc::Server& server) {
       [this](const SignalProcessRequest& r) { return SignalProcess(r); })));
   RETURN_IF_ERROR((Add<ProcessRequest, Empty>(
       server, "CloseStdin", [this](const ProcessRequest& r) { return CloseStdin(r); })));
+  RETURN_IF_ERROR((Add<ProcessRequest, Empty>(
+      server, "RemoveProcess", [this](const ProcessRequest& r) { return RemoveProcess(r); })));
   RETURN_IF_ERROR((Add<TtyWinResizeRequest, Empty>(
       server, "TtyWinResize", [this](const TtyWinResizeRequest& r) { return TtyWinResize(r); })));
   return absl::OkStatus();
@@ -194,6 +196,17 @@ absl::StatusOr<v1::Empty> AgentService::CloseStdin(const v1::ProcessRequest& req
   io->stdin_writer.reset();  // not attached yet: the process sees EOF now
   // Attached: end the connection's input; its copier then closes the process's stdin.
   if (io->input_connection >= 0) shutdown(io->input_connection, SHUT_RD);
+  return v1::Empty();
+}
+
+absl::StatusOr<v1::Empty> AgentService::RemoveProcess(const v1::ProcessRequest& request) {
+  if (request.exec_id().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("RemoveProcess: no exec id (container ",
+                                                   request.container_id(),
+                                                   "'s init goes with RemoveContainer)"));
+  }
+  RETURN_IF_ERROR(
+      Annotate(processes_->Remove(request.container_id(), request.exec_id()), "RemoveProcess"));
   return v1::Empty();
 }
 

@@ -21,7 +21,7 @@ static_assert(kIsLiteMessage<v1::CreateContainerRequest>,
               "the guest uses the lite copy of common/agent/agent.proto");
 
 inline constexpr char kAgentService[] = "kapsel.agent.v1.Agent";
-inline constexpr uint32_t kApiVersion = 1;
+inline constexpr uint32_t kApiVersion = 2;
 
 struct AgentOptions {
   // Running as the VM's init: sandbox-level RPCs change the guest (hostname, mounts, power).
@@ -51,6 +51,7 @@ class AgentService {
                                                       const ttrpc::CallContext& context);
   absl::StatusOr<v1::Empty> SignalProcess(const v1::SignalProcessRequest& request);
   absl::StatusOr<v1::Empty> CloseStdin(const v1::ProcessRequest& request);
+  absl::StatusOr<v1::Empty> RemoveProcess(const v1::ProcessRequest& request);
   absl::StatusOr<v1::Empty> TtyWinResize(const v1::TtyWinResizeRequest& request);
 
   absl::StatusOr<v1::CreateContainerResponse> CreateContainer(

@@ -120,6 +120,18 @@ absl::StatusOr<std::shared_ptr<ProcessIo>> ProcessTable::Io(const std::string& c
   return entry->io;
 }
 
+absl::Status ProcessTable::Remove(const std::string& container_id, const std::string& exec_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Entry * entry, Find(container_id, exec_id));
+  if (!entry->exited) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(Name(container_id, exec_id), " is still running"));
+  }
+  entries_.erase(Key{container_id, exec_id});
+  changed_.SignalAll();
+  return absl::OkStatus();
+}
+
 void ProcessTable::RemoveContainer(const std::string& container_id) {
   absl::MutexLock lock(&mu_);
   for (auto it = entries_.begin(); it != entries_.end();) {

@@ -66,6 +66,9 @@ class ProcessTable {
   absl::StatusOr<bool> Exited(const std::string& container_id, const std::string& exec_id);
   absl::StatusOr<std::shared_ptr<ProcessIo>> Io(const std::string& container_id,
                                                 const std::string& exec_id);
+  // Forgets one process that ended (its stdio ends close when the last user lets go):
+  // FailedPrecondition while it runs, NotFound for an unknown process.
+  absl::Status Remove(const std::string& container_id, const std::string& exec_id);
   // Forgets every process of the container (their stdio ends close when the last user lets go).
   void RemoveContainer(const std::string& container_id);
 

@@ -14,6 +14,13 @@ void Process::SetCreated(uint32_t pid) {
   status_ = containerd::v1::types::CREATED;
 }
 
+bool Process::ClaimStart() {
+  absl::MutexLock lock(&mu_);
+  if (start_claimed_) return false;
+  start_claimed_ = true;
+  return true;
+}
+
 void Process::SetRunning(uint32_t pid) {
   absl::MutexLock lock(&mu_);
   if (exited_) return;

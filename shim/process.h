@@ -40,6 +40,8 @@ class Process {
   oci::v1::Process exec_spec;
 
   void SetCreated(uint32_t pid);
+  // True for the first caller only: Start runs once per process, even when it fails.
+  bool ClaimStart();
   void SetRunning(uint32_t pid);
   void SetPaused(bool paused);
   // The first call wins; wakes every Wait.
@@ -66,6 +68,7 @@ class Process {
   absl::Mutex mu_;
   containerd::v1::types::Status status_ ABSL_GUARDED_BY(mu_) = containerd::v1::types::UNKNOWN;
   uint32_t pid_ ABSL_GUARDED_BY(mu_) = 0;
+  bool start_claimed_ ABSL_GUARDED_BY(mu_) = false;
   bool exited_ ABSL_GUARDED_BY(mu_) = false;
   uint32_t exit_status_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time exited_at_ ABSL_GUARDED_BY(mu_) = absl::UnixEpoch();

@@ -93,6 +93,12 @@ ProcessIo::~ProcessIo() {
   for (std::thread& t : threads_) t.join();
 }
 
+void ProcessIo::CloseUnattached() {
+  stdin_.reset();
+  stdout_.reset();
+  stderr_.reset();
+}
+
 absl::Status ProcessIo::Attach(const std::string& endpoint, const std::string& container_id,
                                const std::string& exec_id) {
   auto dial = [&](StdioHello::Stream stream) -> absl::StatusOr<int> {

@@ -41,6 +41,9 @@ class ProcessIo {
   // Opens the agent's streams for the process and starts copying.
   absl::Status Attach(const std::string& agent_endpoint, const std::string& container_id,
                       const std::string& exec_id);
+  // For a process that will never run (its start failed), before any Attach: closes
+  // containerd's side, so containerd's output readers see EOF instead of waiting forever.
+  void CloseUnattached();
   // Until every output stream reached EOF and was written out, at most `timeout`; true when done.
   bool WaitOutput(absl::Duration timeout);
   // Ends the process's stdin (what containerd's CloseIO asks): the stdin copy stops and the agent

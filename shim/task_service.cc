@@ -300,7 +300,7 @@ absl::StatusOr<task::CreateTaskResponse> TaskService::CreateLocked(const task::C
 absl::StatusOr<task::StartResponse> TaskService::Start(const task::StartRequest& r) {
   ASSIGN_OR_RETURN(std::shared_ptr<Process> process, FindProcess(r.id(), r.exec_id()));
   ASSIGN_OR_RETURN(std::shared_ptr<Sandbox> sandbox, GetSandbox());
-  if (process->status() != containerd::v1::types::CREATED) {
+  if (process->status() != containerd::v1::types::CREATED || !process->ClaimStart()) {
     return absl::FailedPreconditionError(absl::StrCat("process ", process->id(), " was started"));
   }
   task::StartResponse response;
@@ -332,7 +332,11 @@ absl::StatusOr<task::StartResponse> TaskService::Start(const task::StartRequest&
     *exec.mutable_process() = process->exec_spec;
     exec.set_stdin(process->io().has_stdin());
     av1::ExecProcessResponse started;
-    RETURN_IF_ERROR(sandbox->Call("ExecProcess", exec, &started, absl::Seconds(60)));
+    if (absl::Status s = sandbox->Call("ExecProcess", exec, &started, absl::Seconds(60)); !s.ok()) {
+      // It never ran: containerd's copies of its output must not wait for it.
+      process->io().CloseUnattached();
+      return s;
+    }
     RETURN_IF_ERROR(process->io().Attach(sandbox->paths().agent_endpoint(), r.id(), r.exec_id()));
     process->SetRunning(started.pid());
     containerd::events::TaskExecStarted event;
@@ -424,12 +428,22 @@ absl::StatusOr<task::DeleteResponse> TaskService::Delete(const task::DeleteReque
   response.set_pid(process->pid());
   response.set_exit_status(process->exit_status());
   *response.mutable_exited_at() = ToTimestamp(process->exited_at());
+  absl::StatusOr<std::shared_ptr<Sandbox>> sandbox = GetSandbox();
   if (!r.exec_id().empty()) {
+    // One that ran is forgotten by the agent too, so the id can be used again.
+    if (process->pid() != 0 && sandbox.ok() && (*sandbox)->vm_running()) {
+      av1::ProcessRequest remove;
+      remove.set_container_id(r.id());
+      remove.set_exec_id(r.exec_id());
+      av1::Empty empty;
+      if (absl::Status s = (*sandbox)->Call("RemoveProcess", remove, &empty); !s.ok()) {
+        LogWarn("delete exec ", r.exec_id(), " of ", r.id(), ": ", s.ToString());
+      }
+    }
     absl::MutexLock lock(&mu_);
     container->execs.erase(r.exec_id());
     return response;
   }
-  absl::StatusOr<std::shared_ptr<Sandbox>> sandbox = GetSandbox();
   if (sandbox.ok() && (*sandbox)->vm_running()) {
     av1::RemoveContainerRequest remove;
     remove.set_container_id(r.id());

@@ -96,6 +96,18 @@ TEST_P(ShimE2eTest, ExecPsMetricsPauseResume) {
   EXPECT_EQ(r.out, "from exec\n") << Describe(r);
   r = Sh("echo piped | ctr task exec --exec-id e2 busy /bin/cat");
   EXPECT_EQ(r.out, "piped\n") << Describe(r);
+  // containerd deleted e1 after its exit, so its id is free again (Kubernetes exec probes reuse
+  // nothing, but they add up: the guest must forget them too).
+  r = Sh("timeout 60 ctr task exec --exec-id e1 busy /bin/echo again");
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.out, "again\n") << Describe(r);
+  // An exec that cannot start is an error at once, naming the program, and frees its id.
+  r = Sh("timeout 60 ctr task exec --exec-id bad busy /no/such/program");
+  EXPECT_NE(r.exit_code, 0) << Describe(r);
+  EXPECT_NE(r.exit_code, 124) << "ctr waited for a process that never started: " << Describe(r);
+  EXPECT_THAT(r.err, HasSubstr("/no/such/program")) << Describe(r);
+  r = Sh("timeout 60 ctr task exec --exec-id bad busy /bin/echo fine");
+  EXPECT_EQ(r.out, "fine\n") << Describe(r);
 
   r = Sh("ctr task ps busy");
   EXPECT_EQ(r.exit_code, 0) << Describe(r);

@@ -107,7 +107,7 @@ class AgentApiTest : public ::testing::Test {
 TEST_F(AgentApiTest, HealthReportsTheApiVersion) {
   v1::HealthResponse health;
   ASSERT_TRUE(client_->Call(kService, "Health", v1::HealthRequest(), &health).ok());
-  EXPECT_EQ(health.api_version(), 1u);
+  EXPECT_EQ(health.api_version(), 2u);
   EXPECT_FALSE(health.version().empty());
 }
 
@@ -289,6 +289,70 @@ TEST_F(AgentApiTest, TerminalExecSignalsPauseAndResume) {
   EXPECT_EQ(waited.exit_status(), 128 + SIGKILL);
   ASSERT_TRUE((*session)->Call("RemoveContainer", remove, &empty).ok());
   EXPECT_EQ((*session)->Call("StartContainer", id, &empty).code(), absl::StatusCode::kNotFound);
+}
+
+// containerd deletes an exec after its exit and may then use its id again (ctr task exec
+// --exec-id): RemoveProcess forgets an exec that ended, and only that.
+TEST_F(AgentApiTest, RemoveProcessFreesAnEndedExecsId) {
+  auto session = testing::AgentSession::Connect("unix:" + socket_, absl::Seconds(10));
+  ASSERT_TRUE(session.ok()) << session.status();
+  v1::Empty empty;
+  absl::StatusOr<oci::v1::Spec> spec = testing::DefaultSpec({"sleep", "300"});
+  ASSERT_TRUE(spec.ok());
+  v1::CreateContainerRequest create;
+  create.set_container_id("host");
+  *create.mutable_spec() = *spec;
+  *create.mutable_rootfs() = Rootfs();
+  v1::CreateContainerResponse created;
+  ASSERT_TRUE((*session)->Call("CreateContainer", create, &created).ok());
+  v1::ContainerRequest id;
+  id.set_container_id("host");
+  ASSERT_TRUE((*session)->Call("StartContainer", id, &empty).ok());
+
+  // Runs exec `exec_id` with `argv`: its output, or the ExecProcess error.
+  auto exec = [&](const std::string& exec_id,
+                  std::vector<std::string> argv) -> absl::StatusOr<std::string> {
+    v1::ExecProcessRequest request;
+    request.set_container_id("host");
+    request.set_exec_id(exec_id);
+    *request.mutable_process() = testing::DefaultSpec(std::move(argv))->process();
+    v1::ExecProcessResponse started;
+    if (absl::Status s = (*session)->Call("ExecProcess", request, &started); !s.ok()) return s;
+    auto out = (*session)->Stdio("host", exec_id, v1::StdioHello::STDOUT);
+    if (!out.ok()) return out.status();
+    return testing::ReadToEof(out->get(), absl::Seconds(30));
+  };
+  v1::ProcessRequest process;
+  process.set_container_id("host");
+  process.set_exec_id("probe");
+  v1::WaitProcessResponse waited;
+
+  absl::StatusOr<std::string> out = exec("probe", {"echo", "one"});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "one\n");
+  ASSERT_TRUE((*session)->Call("WaitProcess", process, &waited).ok());
+  EXPECT_EQ(exec("probe", {"echo", "two"}).status().code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE((*session)->Call("RemoveProcess", process, &empty).ok());
+  EXPECT_EQ((*session)->Call("RemoveProcess", process, &empty).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*session)->Call("WaitProcess", process, &waited).code(), absl::StatusCode::kNotFound);
+  out = exec("probe", {"echo", "two"});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "two\n");
+
+  // Not while it runs (its output ends at once, the process does not); never the init.
+  out = exec("nap", {"sh", "-c", "exec sleep 300 >/dev/null"});
+  ASSERT_TRUE(out.ok()) << out.status();
+  process.set_exec_id("nap");
+  EXPECT_EQ((*session)->Call("RemoveProcess", process, &empty).code(),
+            absl::StatusCode::kFailedPrecondition);
+  process.set_exec_id("");
+  EXPECT_EQ((*session)->Call("RemoveProcess", process, &empty).code(),
+            absl::StatusCode::kInvalidArgument);
+
+  v1::RemoveContainerRequest remove;
+  remove.set_container_id("host");
+  remove.set_force(true);
+  ASSERT_TRUE((*session)->Call("RemoveContainer", remove, &empty).ok());
 }
 
 TEST_F(AgentApiTest, DestroySandboxStopsTheAgent) {
