@@ -1,5 +1,6 @@
 #include "shim/task_service.h"
 
+#include <limits.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -163,9 +164,16 @@ absl::Status TaskService::EnsureSandbox(const oci::v1::Spec& spec, const std::ve
     ASSIGN_OR_RETURN(network, PodNetwork::Attach(netns_path));
     if (network->empty()) network.reset();
   }
+  // Without a hostname in the spec the host's, as with runc (a new UTS namespace starts as a copy
+  // of its creator's). Under CRI the pod's sandbox container always names one.
+  std::string hostname = spec.hostname();
+  if (char host[HOST_NAME_MAX + 1] = {};
+      hostname.empty() && gethostname(host, HOST_NAME_MAX) == 0) {
+    hostname = host;
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Sandbox> sandbox,
-                   Sandbox::Start(config_, *size, SandboxPaths(dir), identity_.sandbox_id,
-                                  spec.hostname(), disks, std::move(network),
+                   Sandbox::Start(config_, *size, SandboxPaths(dir), identity_.sandbox_id, hostname,
+                                  disks, std::move(network),
                                   [](int code) { LogInfo("sandbox VM stopped: status ", code); }));
   {
     absl::MutexLock lock(&mu_);

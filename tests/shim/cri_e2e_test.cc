@@ -58,11 +58,16 @@ class CriE2eTest : public ::testing::TestWithParam<const char*> {
   std::string WritePodConfig(const std::string& name, const std::string& network,
                              const std::string& annotations) {
     const std::string config = absl::StrCat(dir_, "/", name, ".json");
-    WriteFile(config, absl::StrCat(R"({"metadata":{"name":")", name, R"(","uid":")", name,
-                                   R"(-uid","namespace":"default"},"logDirectory":")", dir_,
-                                   R"(/logs","annotations":{)", annotations,
-                                   R"(},"linux":{"securityContext":{"namespaceOptions":)",
-                                   PodNamespaces(network), "}}}"));
+    WriteFile(
+        config,
+        absl::StrCat(R"({"metadata":{"name":")", name, R"(","uid":")", name,
+                     R"(-uid","namespace":"default"},)",
+                     // A hostname needs the pod's own UTS namespace, which a pod
+                     // on the node's network does not get.
+                     network == "POD" ? absl::StrCat(R"("hostname":")", name, R"(-host",)") : "",
+                     R"("logDirectory":")", dir_, R"(/logs","annotations":{)", annotations,
+                     R"(},"linux":{"securityContext":{"namespaceOptions":)", PodNamespaces(network),
+                     "}}}"));
     return config;
   }
   static std::string PodNamespaces(const std::string& network) {
@@ -197,6 +202,8 @@ TEST_P(CriE2eTest, PodNetworkIsSharedByItsContainers) {
   ASSERT_FALSE(server.empty());
   ASSERT_FALSE(client.empty());
   EXPECT_EQ(Namespace(server, "net"), Namespace(client, "net"));
+  // The pod's hostname, which containerd puts in every container's spec.
+  EXPECT_EQ(Exec(client, "hostname").out, "netpod-host\n");
   ProcessResult got = Exec(client,
                            "for i in $(seq 50); do wget -q -O - http://127.0.0.1:8080/index && "
                            "exit 0; sleep 0.2; done; exit 1");

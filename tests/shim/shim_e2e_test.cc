@@ -60,6 +60,16 @@ TEST_P(ShimE2eTest, EchoOutput) {
   EXPECT_EQ(r.out, "hello from a microVM\n") << Describe(r);
 }
 
+TEST_P(ShimE2eTest, HostnameIsTheHostsWhenTheSpecHasNone) {
+  // ctr 1.6 names none; runc's container then sees the host's (its UTS namespace starts as a
+  // copy). A named one (a CRI pod's) is in cri_e2e.
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof(host) - 1), 0);
+  ProcessResult r = Sh(Run("", "hostname", "hostname"));
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.out, absl::StrCat(host, "\n")) << Describe(r);
+}
+
 TEST_P(ShimE2eTest, ExitCodes) {
   // (137, killed by SIGKILL, is in KillTermAndKill: PID 1 cannot kill itself.)
   for (const auto& [command, code] : std::vector<std::pair<std::string, int>>{
