@@ -26,7 +26,7 @@ void EventPublisher::Publish(const std::string& topic, const google::protobuf::M
   envelope.set_topic(topic);
   envelope.mutable_event()->set_type_url(event.GetTypeName());
   envelope.mutable_event()->set_value(event.SerializeAsString());
-  LogDebug("event ", topic, " ", event.ShortDebugString());
+  if (LogEnabled(LogLevel::kDebug)) LogDebug("event ", topic, " ", MessageText(event));
   absl::MutexLock lock(&mu_);
   if (closing_) return;
   queue_.push_back(std::move(envelope));

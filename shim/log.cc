@@ -7,6 +7,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "google/protobuf/text_format.h"
 
 namespace kapsel::shim {
 namespace {
@@ -31,6 +32,15 @@ void LogLine(LogLevel level, const std::string& message) {
       "\" level=", kNames[static_cast<int>(level)], " msg=\"", escaped, "\" runtime=kapsel\n");
   // One write per line so concurrent lines do not interleave.
   [[maybe_unused]] ssize_t n = write(STDERR_FILENO, line.data(), line.size());
+}
+
+std::string MessageText(const google::protobuf::Message& message) {
+  google::protobuf::TextFormat::Printer printer;
+  printer.SetSingleLineMode(true);
+  printer.SetExpandAny(false);
+  std::string text;
+  printer.PrintToString(message, &text);
+  return text;
 }
 
 }  // namespace kapsel::shim

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/message.h"
 
 namespace kapsel::shim {
 
@@ -15,6 +16,11 @@ enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 void SetLogLevel(const std::string& level);
 bool LogEnabled(LogLevel level);
 void LogLine(LogLevel level, const std::string& message);
+
+// `message` on one line for a debug log line, with Any fields left packed (expanding one whose
+// type the shim does not link, like the OCI Process spec in an exec, has libprotobuf print a
+// warning on stderr). Only worth its cost when LogEnabled(kDebug).
+std::string MessageText(const google::protobuf::Message& message);
 
 template <typename... Args>
 void LogDebug(const Args&... args) {

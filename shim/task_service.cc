@@ -42,7 +42,7 @@ absl::Status Add(ttrpc::Server& server, const char* method,
       kTaskService, method,
       [fn = std::move(fn), method](const Request& r,
                                    const ttrpc::CallContext&) -> absl::StatusOr<Response> {
-        LogDebug(method, " ", r.ShortDebugString());
+        if (LogEnabled(LogLevel::kDebug)) LogDebug(method, " ", MessageText(r));
         absl::StatusOr<Response> response = fn(r);
         if (!response.ok()) LogWarn(method, ": ", response.status().ToString());
         return response;
