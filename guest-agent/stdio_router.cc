@@ -94,11 +94,12 @@ void Splice(int from, int to) {
 
 // The same through a buffer, for a terminal (a pty master is no pipe).
 void Copy(int from, int to) {
-  std::vector<uint8_t> buffer(kChunk);
+  // Not zero-filled: its pages cost guest memory only once output reaches them.
+  std::unique_ptr<uint8_t[]> buffer(new uint8_t[kChunk]);
   while (true) {
-    ssize_t n = read(from, buffer.data(), buffer.size());
+    ssize_t n = read(from, buffer.get(), kChunk);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0 || !WriteFull(to, buffer.data(), static_cast<size_t>(n))) return;
+    if (n <= 0 || !WriteFull(to, buffer.get(), static_cast<size_t>(n))) return;
   }
 }
 

@@ -68,7 +68,7 @@ FrameHeader DecodeFrameHeader(const char in[kFrameHeaderSize]) {
   return header;
 }
 
-FrameReader::FrameReader(ReadFn read) : read_(std::move(read)), buffer_(kBufferSize, '\0') {}
+FrameReader::FrameReader(ReadFn read) : read_(std::move(read)), buffer_(new char[kBufferSize]) {}
 
 FrameReader FrameReader::ForFd(int fd) {
   return FrameReader([fd](char* buffer, size_t size) -> ssize_t {
@@ -95,12 +95,12 @@ absl::StatusOr<size_t> FrameReader::ReadOnce(char* buffer, size_t size) {
 absl::StatusOr<bool> FrameReader::Fill(size_t want) {
   if (end_ - begin_ >= want) return true;
   if (begin_ > 0) {
-    std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+    std::memmove(buffer_.get(), buffer_.get() + begin_, end_ - begin_);
     end_ -= begin_;
     begin_ = 0;
   }
   while (end_ < want) {
-    ASSIGN_OR_RETURN(size_t n, ReadOnce(buffer_.data() + end_, kBufferSize - end_));
+    ASSIGN_OR_RETURN(size_t n, ReadOnce(buffer_.get() + end_, kBufferSize - end_));
     if (n == 0) return false;
     end_ += n;
   }
@@ -110,7 +110,7 @@ absl::StatusOr<bool> FrameReader::Fill(size_t want) {
 absl::StatusOr<size_t> FrameReader::ReadSome(char* out, size_t size) {
   if (end_ > begin_) {
     size_t n = std::min(size, end_ - begin_);
-    if (out != nullptr) std::memcpy(out, buffer_.data() + begin_, n);
+    if (out != nullptr) std::memcpy(out, buffer_.get() + begin_, n);
     begin_ += n;
     return n;
   }
@@ -119,7 +119,7 @@ absl::StatusOr<size_t> FrameReader::ReadSome(char* out, size_t size) {
     return ReadOnce(out, size);
   }
   begin_ = end_ = 0;
-  ASSIGN_OR_RETURN(size_t n, ReadOnce(buffer_.data(), kBufferSize));
+  ASSIGN_OR_RETURN(size_t n, ReadOnce(buffer_.get(), kBufferSize));
   if (n == 0) return 0;
   end_ = n;
   return ReadSome(out, size);
@@ -146,7 +146,7 @@ absl::StatusOr<Frame> FrameReader::Read() {
                                             end_ - begin_, " of ", kFrameHeaderSize, " bytes)"));
   }
   Frame frame;
-  frame.header = DecodeFrameHeader(buffer_.data() + begin_);
+  frame.header = DecodeFrameHeader(buffer_.get() + begin_);
   begin_ += kFrameHeaderSize;
   if (frame.header.length > kMaxMessageSize) {
     frame.oversized = true;

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -71,7 +72,8 @@ class FrameReader {
 
   static constexpr size_t kBufferSize = 64 * 1024;
   ReadFn read_;
-  std::string buffer_;
+  // Not zero-filled: a page costs memory only once data reaches it, and most frames are small.
+  std::unique_ptr<char[]> buffer_;
   size_t begin_ = 0;  // unread data is buffer_[begin_, end_)
   size_t end_ = 0;
 };
