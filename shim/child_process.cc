@@ -9,11 +9,68 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <thread>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status.h"
 
 namespace kapsel::shim {
+namespace {
+
+// PR_SET_PDEATHSIG fires when the thread that forked the child ends, not the process: a child
+// forked by a ttrpc worker would be killed as soon as that worker ended after a while idle. So
+// every child is forked on this thread, which lives as long as the shim.
+class ForkThread {
+ public:
+  // fork() on the thread, the child running `child_fn` (which must not return); the child's pid,
+  // or -errno.
+  static pid_t Fork(absl::FunctionRef<void()> child_fn) {
+    static ForkThread* const thread = new ForkThread;  // never destroyed, like the thread
+    return thread->Run(child_fn);
+  }
+
+ private:
+  ForkThread() {
+    std::thread([this] { Loop(); }).detach();
+  }
+
+  pid_t Run(absl::FunctionRef<void()> child_fn) {
+    absl::MutexLock call(&call_mu_);  // one fork at a time
+    absl::MutexLock lock(&mu_);
+    child_fn_ = &child_fn;
+    done_ = false;
+    mu_.Await(absl::Condition(&done_));
+    return pid_;
+  }
+
+  void Loop() {
+    absl::MutexLock lock(&mu_);
+    while (true) {
+      mu_.Await(absl::Condition(
+          +[](ForkThread* t)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) { return t->child_fn_ != nullptr; },
+          this));
+      const pid_t pid = fork();
+      if (pid == 0) {
+        (*child_fn_)();  // does not return
+        _exit(127);
+      }
+      pid_ = pid < 0 ? -errno : pid;
+      child_fn_ = nullptr;
+      done_ = true;
+    }
+  }
+
+  absl::Mutex call_mu_;
+  absl::Mutex mu_;
+  const absl::FunctionRef<void()>* child_fn_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
     const std::vector<std::string>& argv, const std::string& log_path,
@@ -32,10 +89,8 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) return ErrnoError("fork");
-  if (pid == 0) {
-    // Only async-signal-safe calls from here on.
+  const pid_t pid = ForkThread::Fork([&] {
+    // The child: only async-signal-safe calls from here on.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
     setpgid(0, 0);
@@ -50,7 +105,8 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
     }
     execv(args[0], args.data());
     _exit(127);
-  }
+  });
+  if (pid < 0) return ErrnoError(-pid, "fork");
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   if (!pidfd) {
     const absl::Status error = ErrnoError("pidfd_open");

@@ -23,8 +23,10 @@ class ChildProcess {
  public:
   // Starts argv[0] (an absolute path) with stdin from /dev/null and stdout+stderr appended to
   // `log_path` (/dev/null when empty), in its own process group. The child gets SIGKILL if the
-  // shim dies (PR_SET_PDEATHSIG). The child inherits the descriptors in `inherit_fds` (above 2)
-  // under the same numbers; every other descriptor of the shim is close-on-exec.
+  // shim dies (PR_SET_PDEATHSIG; it is forked on a thread that lives as long as the shim, since
+  // the signal follows the thread that forked, not the process: the calling thread may end). The
+  // child inherits the descriptors in `inherit_fds` (above 2) under the same numbers; every other
+  // descriptor of the shim is close-on-exec.
   static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(
       const std::vector<std::string>& argv, const std::string& log_path,
       const std::vector<int>& inherit_fds = {});
