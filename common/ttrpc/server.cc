@@ -22,7 +22,7 @@ namespace kapsel::ttrpc {
 Server::Server(ServerOptions options)
     : options_(options),
       wake_fd_(eventfd(0, EFD_CLOEXEC)),
-      pool_(std::make_unique<WorkerPool>(options.max_threads)) {}
+      pool_(std::make_unique<WorkerPool>(options.max_threads, options.idle_thread_timeout)) {}
 
 Server::~Server() { Shutdown(); }
 

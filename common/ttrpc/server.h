@@ -33,8 +33,10 @@ class ServerConnection;
 class WorkerPool;
 
 struct ServerOptions {
-  // Handler threads of the whole server; requests beyond wait in a queue.
+  // Handler threads of the whole server; requests beyond wait in a queue. One idle for
+  // idle_thread_timeout ends (down to one), so a burst leaves no threads behind.
   size_t max_threads = 256;
+  absl::Duration idle_thread_timeout = absl::Seconds(10);
   // Requests of one connection being handled at once; beyond it the connection is not read
   // (back-pressure) until one finishes.
   size_t max_requests_per_connection = 128;
