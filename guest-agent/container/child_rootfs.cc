@@ -160,6 +160,12 @@ void SetupRootfs(const InitPlan& plan) {
   for (const MountStep& step : plan.mounts) Mount(root_fd, step);
   for (const DeviceStep& device : plan.devices) MakeDevice(root_fd, device);
   for (const SymlinkStep& link : plan.symlinks) MakeSymlink(root_fd, link);
+  // The init's working directory is created when missing (0755, by root, before the rootfs may
+  // become read-only), as runc and crun do: `docker run -w` and Kubernetes' workingDir may name
+  // a directory the image lacks. An exec's must exist.
+  int cwd = OpenInRoot(root_fd, plan.process.cwd.c_str(), Create::kDirectory);
+  if (cwd < 0) Fail(-cwd, "creating process.cwd", plan.process.cwd.c_str());
+  close(cwd);
 
   // pivot_root(".", "."): the old root ends up stacked under the new one and is detached.
   if (fchdir(root_fd) != 0) Fail(errno, "entering the rootfs", rootfs);

@@ -70,6 +70,13 @@ TEST_P(ShimE2eTest, HostnameIsTheHostsWhenTheSpecHasNone) {
   EXPECT_EQ(r.out, absl::StrCat(host, "\n")) << Describe(r);
 }
 
+TEST_P(ShimE2eTest, MissingWorkingDirectoryIsCreated) {
+  // runc makes the init's cwd when the image lacks it (docker run -w, Kubernetes workingDir).
+  ProcessResult r = Sh(Run("--cwd /made/for/me", "cwd", "pwd"));
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(r.out, "/made/for/me\n") << Describe(r);
+}
+
 TEST_P(ShimE2eTest, ExitCodes) {
   // (137, killed by SIGKILL, is in KillTermAndKill: PID 1 cannot kill itself.)
   for (const auto& [command, code] : std::vector<std::pair<std::string, int>>{

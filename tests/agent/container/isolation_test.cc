@@ -221,12 +221,21 @@ TEST_F(IsolationTest, UserAndGroupsWhenTheCreatorsMainThreadIsPid1) {
   EXPECT_EQ(text, "status 0\nuid=1000(user) gid=1000(user) groups=2000(extra)\n");
 }
 
-TEST_F(IsolationTest, MissingCwdIsAnError) {
-  oci::v1::Spec spec = BaseSpec({"true"});
+// As with runc: the init's missing working directory is made (root's, 0755, even for a user
+// process and a read-only rootfs); one that is a file is an error naming it.
+TEST_F(IsolationTest, MissingCwdIsCreated) {
+  oci::v1::Spec spec = BaseSpec({"sh", "-c", "pwd; stat -c '%a %u' . /does"});
   spec.mutable_process()->set_cwd("/does/not/exist");
+  spec.mutable_process()->mutable_user()->set_uid(1000);
+  spec.mutable_process()->mutable_user()->set_gid(1000);
+  spec.mutable_root()->set_readonly(true);
+  EXPECT_EQ(MustRun(spec).out, "/does/not/exist\n755 0\n755 0\n");
+  EXPECT_TRUE(std::filesystem::is_directory(rootfs_ + "/does/not/exist"));
+
+  WriteFile(rootfs_ + "/afile", "x");
+  spec.mutable_process()->set_cwd("/afile");
   absl::Status status = CreateError(spec);
-  EXPECT_THAT(status.message(), HasSubstr("process.cwd /does/not/exist"));
-  EXPECT_THAT(status.message(), HasSubstr("No such file or directory"));
+  EXPECT_THAT(status.message(), HasSubstr("process.cwd /afile"));
 }
 
 TEST_F(IsolationTest, MaskedAndReadonlyPaths) {
