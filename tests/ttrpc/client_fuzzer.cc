@@ -18,21 +18,14 @@
 #include "common/ttrpc/frame.h"
 #include "common/ttrpc/request_codec.h"
 #include "tests/ttrpc/echo_service.h"
+#include "tests/ttrpc/fuzz_input.h"
 #include "tests/ttrpc/test_service.pb.h"
 
 namespace kapsel::ttrpc {
 namespace {
 
 void InMemory(const uint8_t* data, size_t size) {
-  size_t offset = 0;
-  // Read sizes vary with the input so partial reads are exercised.
-  const size_t chunk = size > 0 ? 1 + data[0] % 89 : 1;
-  FrameReader reader([&](char* buffer, size_t want) -> ssize_t {
-    size_t n = std::min({want, chunk, size - offset});
-    std::memcpy(buffer, data + offset, n);
-    offset += n;
-    return static_cast<ssize_t>(n);
-  });
+  FrameReader reader = testing::FuzzInputReader(data, size);
   while (true) {
     absl::StatusOr<Frame> frame = reader.Read();
     if (!frame.ok()) break;

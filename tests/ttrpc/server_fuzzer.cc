@@ -16,6 +16,7 @@
 #include "common/ttrpc/request_codec.h"
 #include "common/ttrpc/server.h"
 #include "tests/ttrpc/echo_service.h"
+#include "tests/ttrpc/fuzz_input.h"
 
 namespace kapsel::ttrpc {
 namespace {
@@ -30,15 +31,7 @@ const HandlerRegistry& Registry() {
 }
 
 void InMemory(const uint8_t* data, size_t size) {
-  size_t offset = 0;
-  // Read sizes vary with the input so partial reads are exercised.
-  const size_t chunk = size > 0 ? 1 + data[0] % 97 : 1;
-  FrameReader reader([&](char* buffer, size_t want) -> ssize_t {
-    size_t n = std::min({want, chunk, size - offset});
-    std::memcpy(buffer, data + offset, n);
-    offset += n;
-    return static_cast<ssize_t>(n);
-  });
+  FrameReader reader = testing::FuzzInputReader(data, size);
   while (true) {
     absl::StatusOr<Frame> frame = reader.Read();
     if (!frame.ok()) break;
