@@ -207,8 +207,8 @@ absl::Status Sandbox::Call(const std::string& method, const google::protobuf::Me
   if (status.code() != absl::StatusCode::kUnavailable) return status;
   // The connection is gone. When the VM died with it (a guest crash, a killed kapsel-vmm), say so,
   // with kapsel-vmm's last words and the guest console's, not only "connection closed".
-  for (int i = 0; i < 50 && !vm_exited_; ++i) absl::SleepFor(absl::Milliseconds(20));
-  if (!vm_exited_) return status;
+  // Up to 1 s for kapsel-vmm's exit, on its pidfd (the watcher may not have seen it yet).
+  if (!vm_exited_ && !vmm_->Wait(absl::Seconds(1)).has_value()) return status;
   return absl::UnavailableError(
       absl::StrCat(status.message(), "; the VM stopped (kapsel-vmm: ",
                    absl::StripTrailingAsciiWhitespace(ReadTail(paths_.vmm_log, 512)),
