@@ -85,10 +85,11 @@ absl::Status Apply(const Table& root, Config* config) {
   if (!vm.ok()) return vm.status();
   if (*vm != nullptr) {
     const Table& t = **vm;
-    RETURN_IF_ERROR(CheckKeys(
-        t, "vm",
-        {"kernel", "image", "initrd", "vmm", "vcpus", "memory_mib", "max_vcpus", "max_memory_mib",
-         "boot_timeout_seconds", "kernel_cmdline", "free_page_reporting", "share_kernel_text"}));
+    RETURN_IF_ERROR(
+        CheckKeys(t, "vm",
+                  {"kernel", "image", "initrd", "vmm", "vcpus", "memory_mib", "max_vcpus",
+                   "max_memory_mib", "boot_timeout_seconds", "kernel_cmdline",
+                   "free_page_reporting", "share_kernel_text", "jail"}));
     int64_t vcpus = config->vcpus, mem = config->memory_mib, max_vcpus = config->max_vcpus,
             max_mem = config->max_memory_mib, boot = absl::ToInt64Seconds(config->boot_timeout);
     for (const absl::Status& s :
@@ -101,7 +102,8 @@ absl::Status Apply(const Table& root, Config* config) {
           GetUint(t, "vm", "max_memory_mib", 64, 65536, &max_mem),
           GetUint(t, "vm", "boot_timeout_seconds", 1, 3600, &boot),
           GetBool(t, "vm", "free_page_reporting", &config->free_page_reporting),
-          GetBool(t, "vm", "share_kernel_text", &config->share_kernel_text)}) {
+          GetBool(t, "vm", "share_kernel_text", &config->share_kernel_text),
+          GetBool(t, "vm", "jail", &config->jail)}) {
       RETURN_IF_ERROR(s);
     }
     config->vcpus = static_cast<uint32_t>(vcpus);

@@ -16,6 +16,8 @@
 //   kernel_cmdline = ""                # empty: kapsel-vmm's default
 //   free_page_reporting = true         # memory the guest frees goes back to the host
 //   share_kernel_text = true           # VMs share the kernel's text pages (copy-on-write)
+//   jail = true                        # kapsel-vmm --jail: once the VM is built it keeps no
+//                                      # capabilities and sees only its vsock directory
 //   [virtiofsd]
 //   path = "/usr/lib/qemu/virtiofsd"
 //   cache = "auto"                     # none, auto or always
@@ -48,6 +50,7 @@ struct Config {
   std::string kernel_cmdline;
   bool free_page_reporting = true;  // kapsel-vmm --free-page-reporting
   bool share_kernel_text = true;    // false: kapsel-vmm --private-kernel
+  bool jail = true;                 // kapsel-vmm --jail
   std::string virtiofsd = "/usr/lib/qemu/virtiofsd";
   std::string virtiofsd_cache = "auto";
   std::string log_level = "info";

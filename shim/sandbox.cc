@@ -37,7 +37,8 @@ absl::Status RemoveSandboxDir(const std::string& dir) {
 
 SandboxPaths::SandboxPaths(std::string d)
     : dir(std::move(d)),
-      vsock(dir + "/vm.sock"),
+      vm_dir(dir + "/vm"),
+      vsock(vm_dir + "/sock"),
       fs_socket(dir + "/fs.sock"),
       shared(dir + "/shared"),
       console(dir + "/console.log"),
@@ -82,6 +83,7 @@ absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const 
                            const std::string& hostname, const std::vector<VmDisk>& disks) {
   if (disks.size() > 26) return absl::InvalidArgumentError("more than 26 disks for one VM");
   RETURN_IF_ERROR(MkdirAll(paths_.shared));
+  RETURN_IF_ERROR(MkdirAll(paths_.vm_dir));
   // shared/ becomes its own shared mount: what is mounted below it later (a pod's next container)
   // propagates into virtiofsd's mount namespace.
   if (mount(paths_.shared.c_str(), paths_.shared.c_str(), nullptr, MS_BIND, nullptr) != 0 ||
@@ -126,6 +128,7 @@ absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const 
   }
   if (config.free_page_reporting) argv.push_back("--free-page-reporting");
   if (!config.share_kernel_text) argv.push_back("--private-kernel");
+  if (config.jail) argv.push_back("--jail");
   if (!config.kernel_cmdline.empty()) {
     argv.push_back("--cmdline");
     argv.push_back(config.kernel_cmdline);

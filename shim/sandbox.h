@@ -1,9 +1,10 @@
 // One sandbox = one microVM: virtiofsd sharing the sandbox's directory, kapsel-vmm booting the
 // guest kernel with the agent as init, and the ttrpc connection to that agent over hybrid vsock.
 //
-// Host state lives in <state_dir>/<namespace>/<sandbox id>/ (SandboxPaths): the vsock and
-// virtiofsd sockets, logs, the pid files `delete` uses to clean up after a dead shim, and shared/,
-// the directory the guest mounts at kGuestSharedDir (containers' rootfs and bind mounts go there).
+// Host state lives in <state_dir>/<namespace>/<sandbox id>/ (SandboxPaths): vm/ with the vsock
+// socket (all that a jailed kapsel-vmm sees of the host), the virtiofsd socket, logs, the pid files
+// `delete` uses to clean up after a dead shim, and shared/, the directory the guest mounts at
+// kGuestSharedDir (containers' rootfs and bind mounts go there).
 #ifndef KAPSEL_SHIM_SANDBOX_H_
 #define KAPSEL_SHIM_SANDBOX_H_
 
@@ -31,7 +32,8 @@ inline constexpr uint32_t kGuestCid = 3;
 struct SandboxPaths {
   explicit SandboxPaths(std::string dir);
   std::string dir;
-  std::string vsock;      // kapsel-vmm's hybrid vsock socket
+  std::string vm_dir;     // the one directory a jailed kapsel-vmm still sees
+  std::string vsock;      // kapsel-vmm's hybrid vsock socket, in vm_dir
   std::string fs_socket;  // virtiofsd's vhost-user socket
   std::string shared;     // shared with the guest (virtio-fs tag kSharedTag)
   std::string console;    // the guest's serial console

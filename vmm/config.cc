@@ -34,6 +34,7 @@ enum Option {
   kHelp,
   kNoSeccomp,
   kPmem,
+  kJail,
 };
 
 const option kOptions[] = {
@@ -54,6 +55,7 @@ const option kOptions[] = {
     {"help", no_argument, nullptr, kHelp},
     {"no-seccomp", no_argument, nullptr, kNoSeccomp},
     {"pmem", required_argument, nullptr, kPmem},
+    {"jail", no_argument, nullptr, kJail},
     {nullptr, 0, nullptr, 0},
 };
 
@@ -292,7 +294,7 @@ std::string Usage() {
       "                  [--disk PATH[,ro]]... [--console stdout|off|FILE] [--config FILE.json]\n"
       "                  [--vsock CID,PATH] [--fs TAG,SOCKET]...\n"
       "                  [--net fd=N|tap=NAME,mac=MAC[,mtu=M]]... [--free-page-reporting]\n"
-      "                  [--private-kernel] [--pmem PATH[,root]] [--allow-pvm]\n"
+      "                  [--private-kernel] [--pmem PATH[,root]] [--jail] [--allow-pvm]\n"
       "Boots a Linux kernel in a KVM microVM. Exit status: 0 guest powered off or rebooted,\n"
       "1 VMM error, 2 bad arguments, 3 guest panic, 4 guest triple fault, 5 KVM error,\n"
       "128+N stopped by signal N.\n"
@@ -317,6 +319,9 @@ std::string Usage() {
       "             guest an MTU (repeatable, at most ",
       kMaxNetDevices,
       ")\n"
+      "  --jail     once the VM is built, confine kapsel-vmm (needs root): a mount namespace\n"
+      "             whose root is an empty read-only tmpfs holding only the --vsock socket's\n"
+      "             directory, a network namespace of its own, no capabilities\n"
       "  --no-seccomp  run without the seccomp filter that confines kapsel-vmm once the VM is\n"
       "             built (debugging only)\n"
       "  --free-page-reporting  a virtio-balloon device that only takes the guest's free page\n"
@@ -438,6 +443,9 @@ absl::StatusOr<v1::VmConfig> ParseCommandLine(int argc, char** argv, bool* help)
       case kNoSeccomp:
         config.set_no_seccomp(true);
         break;
+      case kJail:
+        config.set_jail(true);
+        break;
       case kPmem: {
         absl::StatusOr<v1::PmemConfig> pmem = ParsePmem(optarg);
         if (!pmem.ok()) return pmem.status();
@@ -494,6 +502,11 @@ absl::StatusOr<v1::VmConfig> Validate(v1::VmConfig config) {
   if (config.has_vsock()) {
     absl::Status vsock = ValidateVsock(config.vsock());
     if (!vsock.ok()) return vsock;
+    if (config.jail() && config.vsock().uds_path()[0] != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--vsock ", config.vsock().uds_path(),
+                       ": with --jail the path must be absolute (the jail keeps its directory)"));
+    }
   }
   if (static_cast<size_t>(config.fs_size()) > kMaxFsDevices) {
     return absl::InvalidArgumentError(absl::StrCat("--fs: at most ", kMaxFsDevices, " devices"));

@@ -1,10 +1,12 @@
 // kapsel-vmm: boots a Linux kernel in a KVM microVM and exits with a code that says how the guest
 // ended (see vm_exit.h).
 #include <cstdio>
+#include <filesystem>
 
 #include "common/status.h"
 #include "vmm/builder.h"
 #include "vmm/config.h"
+#include "vmm/jail/jail.h"
 #include "vmm/seccomp/vmm_filter.h"
 #include "vmm/vm_exit.h"
 
@@ -40,9 +42,22 @@ int main(int argc, char** argv) {
   if (!vmm.ok()) {
     return Fail(kapsel::IsUsageError(vmm.status()) ? kExitUsage : kExitVmmError, vmm.status());
   }
+  // The jail and the filter are skipped in sanitizer builds, whose runtime makes system calls of
+  // its own (reports read /proc/self/maps and spawn symbolizers; LeakSanitizer lists
+  // /proc/self/task at exit).
+  if (config->jail() && !kSanitizerBuild) {
+    WarmUpLazyInitialization();
+    JailConfig jail;
+    // Guest-to-host vsock connections reach <uds>_<port> beside the listener.
+    if (config->has_vsock()) {
+      jail.visible_dirs.push_back(
+          std::filesystem::path(config->vsock().uds_path()).parent_path().string());
+    }
+    absl::Status jailed = EnterJail(jail);
+    if (!jailed.ok()) return Fail(kExitVmmError, jailed);
+  }
   // From here on the guest can reach the host only through device emulation and vCPU exits: every
-  // thread runs under the allowlist (vmm/seccomp). Not in sanitizer builds, whose runtime makes
-  // system calls of its own (reports read /proc/self/maps, spawn symbolizers, ...).
+  // thread runs under the allowlist (vmm/seccomp).
   if (!config->no_seccomp() && !kSanitizerBuild) {
     absl::Status filtered = InstallVmmSeccompFilter();
     if (!filtered.ok()) return Fail(kExitVmmError, filtered);

@@ -21,6 +21,7 @@ TEST(ConfigTest, DefaultsFindTheBuildNextToTheBinary) {
   EXPECT_EQ(config.max_memory_mib, 65536u);
   EXPECT_TRUE(config.free_page_reporting);
   EXPECT_TRUE(config.share_kernel_text);
+  EXPECT_TRUE(config.jail);
 }
 
 TEST(ConfigTest, ParsesEveryKey) {
@@ -38,6 +39,7 @@ boot_timeout_seconds = 9
 kernel_cmdline = "console=ttyS0"
 free_page_reporting = false
 share_kernel_text = false
+jail = false
 [virtiofsd]
 path = "/v/virtiofsd"
 cache = "none"
@@ -59,6 +61,7 @@ state_dir = "/run/k2"
   EXPECT_EQ(config->kernel_cmdline, "console=ttyS0");
   EXPECT_FALSE(config->free_page_reporting);
   EXPECT_FALSE(config->share_kernel_text);
+  EXPECT_FALSE(config->jail);
   EXPECT_EQ(config->virtiofsd, "/v/virtiofsd");
   EXPECT_EQ(config->virtiofsd_cache, "none");
   EXPECT_EQ(config->log_level, "debug");

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -220,6 +221,40 @@ TEST(ShimKapselOnly, MemoryLimitSizesTheVm) {
   ASSERT_TRUE(fields.size() == 3 && absl::SimpleAtoi(fields[1], &kib)) << Describe(r);
   EXPECT_GT(kib, 700 * 1024) << "the guest should have about 768 MiB: " << r.out;
   EXPECT_LE(kib, 768 * 1024) << r.out;
+}
+
+TEST(ShimKapselOnly, VmmIsJailed) {
+  // kapsel-vmm runs with --jail (the default): no capabilities, its own mount and network
+  // namespaces, and a root holding only the path to its vsock socket's directory. An exec still
+  // reaches the guest through that socket.
+  ProcessResult r = Sh(absl::StrCat(
+      "ctr run -d --runtime ", kKapselRuntime, " ", kImage, " jailed sleep 1000 >/dev/null && ",
+      "vmm=$(pgrep -f '[k]apsel-vmm.*/jailed/') && ",
+      "sock=$(tr '\\0' '\\n' < /proc/$vmm/cmdline | grep -A1 -x -- --vsock | tail -n1 | "
+      "cut -d, -f2) && ",
+      "grep -E '^Cap(Prm|Eff|Bnd):' /proc/$vmm/status && ",
+      "for ns in mnt net; do [ $(readlink /proc/$vmm/ns/$ns) != $(readlink /proc/self/ns/$ns) ] ",
+      "&& echo own $ns; done; ", "echo \"root: $(ls -A /proc/$vmm/root)\"; ",
+      "echo \"first: $(echo $sock | cut -d/ -f2)\"; ",
+      "echo \"vm dir: $(ls -A /proc/$vmm/root$(dirname $sock))\"; ",
+      "ctr task exec --exec-id e1 jailed echo exec works; ",
+      "ctr task kill -s KILL jailed; sleep 1; ctr task delete jailed; ctr container delete "
+      "jailed"));
+  EXPECT_THAT(r.out, HasSubstr("CapPrm:\t0000000000000000\n")) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("CapEff:\t0000000000000000\n")) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("CapBnd:\t0000000000000000\n")) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("own mnt\nown net\n")) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("vm dir: sock\n")) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("exec works\n")) << Describe(r);
+  std::vector<std::string> lines = absl::StrSplit(r.out, '\n');
+  std::string root, first;
+  for (const std::string& line : lines) {
+    if (absl::StartsWith(line, "root: ")) root = line.substr(6);
+    if (absl::StartsWith(line, "first: ")) first = line.substr(7);
+  }
+  EXPECT_FALSE(first.empty()) << Describe(r);
+  EXPECT_EQ(root, first) << Describe(r);
+  testing::ExpectNothingLeft("kapsel");
 }
 
 TEST(ShimKapselOnly, KilledVmmBecomesAnExit) {

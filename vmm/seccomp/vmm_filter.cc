@@ -146,9 +146,9 @@ absl::Status Allow(void* filter, int syscall, const std::vector<scmp_arg_cmp>& a
   return status;
 }
 
-// Runs, while files can still be opened, the lazy one-time initializations that would otherwise
-// open them from a running VM's threads. Both count CPUs by reading
-// /sys/devices/system/cpu/online.
+}  // namespace
+
+// Both initializations count CPUs by reading /sys/devices/system/cpu/online.
 void WarmUpLazyInitialization() {
   // absl::Mutex sizes its spin loop on the first contended lock (a vCPU thread and the event loop
   // in the same device); the count is cached.
@@ -157,8 +157,6 @@ void WarmUpLazyInitialization() {
   // default on 64-bit); with the cap set up front it never needs to.
   mallopt(M_ARENA_MAX, 8 * (cpus > 0 ? cpus : 1));
 }
-
-}  // namespace
 
 absl::Status InstallVmmSeccompFilter() {
   WarmUpLazyInitialization();

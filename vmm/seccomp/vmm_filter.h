@@ -16,6 +16,11 @@ namespace kapsel::vmm {
 // process cannot open files or create anything but Unix sockets, eventfds, timerfds and threads.
 absl::Status InstallVmmSeccompFilter();
 
+// Runs the lazy one-time initializations that would otherwise read files (/sys) from a running
+// VM's threads, where neither the filter nor the jail (vmm/jail) lets them. InstallVmmSeccompFilter
+// calls it; call it before EnterJail too.
+void WarmUpLazyInitialization();
+
 }  // namespace kapsel::vmm
 
 #endif  // KAPSEL_VMM_SECCOMP_VMM_FILTER_H_

@@ -1,15 +1,19 @@
 // vsock end to end: kapsel-vmm with --vsock boots the real guest kernel, whose virtio-vsock
 // driver talks to our device; the marker /init says hello to a host Unix listener, then echoes
 // every connection on a vsock port. One boot serves every case (each boot costs seconds in the
-// test host). Run through tests/testhost/e2e.
+// test host); kapsel-vmm runs jailed (--jail), so the guest's connections to the host go through
+// the jail. Run through tests/testhost/e2e.
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -96,7 +100,7 @@ class VsockE2eTest : public ::testing::Test {
 
     absl::StatusOr<std::unique_ptr<testing::Subprocess>> vm = testing::Subprocess::Start(
         {kVmm, "--kernel", kVmlinux, "--initrd", kInitramfs, "--mem", "256", "--vcpus",
-         testing::E2eGuestVcpus(), "--vsock", absl::StrCat("3,", *path_), "--cmdline",
+         testing::E2eGuestVcpus(), "--vsock", absl::StrCat("3,", *path_), "--jail", "--cmdline",
          absl::StrCat("console=ttyS0 reboot=k panic=-1 quiet kapsel.vsock_hello=", kHelloPort,
                       " kapsel.vsock_echo=", kEchoPort)});
     ASSERT_TRUE(vm.ok()) << vm.status();
@@ -193,6 +197,44 @@ UniqueFd* VsockE2eTest::hello_listener_ = nullptr;
 std::string* VsockE2eTest::hello_line_ = nullptr;
 std::thread* VsockE2eTest::hello_thread_ = nullptr;
 testing::Subprocess* VsockE2eTest::vm_ = nullptr;
+
+// The line of /proc/PID/status that starts with `key`.
+std::string StatusLine(pid_t pid, const std::string& key) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key, 0) == 0) return line;
+  }
+  return "";
+}
+
+std::vector<std::string> Entries(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST_F(VsockE2eTest, VmmRunsJailed) {
+  const pid_t pid = vm_->pid();
+  for (const char* set : {"CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"}) {
+    EXPECT_EQ(StatusLine(pid, set), absl::StrCat(set, "\t0000000000000000"));
+  }
+  for (const char* ns : {"mnt", "net"}) {
+    EXPECT_NE(std::filesystem::read_symlink(absl::StrCat("/proc/", pid, "/ns/", ns)),
+              std::filesystem::read_symlink(absl::StrCat("/proc/self/ns/", ns)))
+        << ns;
+  }
+  // Its root holds the path to the vsock socket's directory and nothing else.
+  const std::string root = absl::StrCat("/proc/", pid, "/root");
+  const std::filesystem::path dir(*dir_);
+  EXPECT_THAT(Entries(root), ::testing::ElementsAre("tmp"));
+  EXPECT_THAT(Entries(root + "/tmp"), ::testing::ElementsAre(dir.filename().string()));
+  EXPECT_THAT(Entries(root + *dir_), ::testing::Contains("vsock.sock"));
+}
 
 TEST_F(VsockE2eTest, GuestSaysHelloToAHostListener) {
   // The guest connected to CID 2 port kHelloPort: our listener at PATH_6000 got its line (the

@@ -119,6 +119,17 @@ TEST(ParseCommandLineTest, Vsock) {
   ExpectError(Parse({"--kernel", "k", "--vsock", "3,/tmp/" + std::string(100, 'x')}), "--vsock");
 }
 
+TEST(ParseCommandLineTest, Jail) {
+  EXPECT_FALSE(Parse({"--kernel", "k"})->jail());
+  auto config = Parse({"--kernel", "k", "--jail", "--vsock", "3,/tmp/v.sock"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->jail());
+  // The jail keeps the vsock socket's directory at its own path: a relative one cannot be found.
+  ExpectError(Parse({"--kernel", "k", "--jail", "--vsock", "3,v.sock"}),
+              "--vsock v.sock: with --jail the path must be absolute");
+  EXPECT_TRUE(Parse({"--kernel", "k", "--vsock", "3,v.sock"}).ok());
+}
+
 TEST(ParseCommandLineTest, Pmem) {
   EXPECT_FALSE(Parse({"--kernel", "k"})->has_pmem());
   auto config = Parse({"--kernel", "k", "--pmem", "/i/root.img"});
