@@ -53,7 +53,9 @@ class ContainerTest : public ::testing::Test {
 int WaitForExit(pid_t pid, absl::Duration timeout);
 // Reads fd until EOF (or EIO, the end of a pty) or the timeout.
 std::string ReadAll(int fd, absl::Duration timeout);
-std::set<std::string> MountPoints();
+// The host's mount points, without those that tests running alongside make (and unmount), except
+// below `own_dir`.
+std::set<std::string> MountPoints(const std::string& own_dir);
 std::set<std::string> OpenFds();
 
 }  // namespace kapsel::agent::testing
