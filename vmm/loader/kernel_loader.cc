@@ -245,8 +245,7 @@ absl::StatusOr<LoadedKernel> LoadElfKernel(absl::Span<const uint8_t> image, Gues
         kernel.shared_bytes += pages.size;
       }
     }
-    std::sort(shared.begin(), shared.end(),
-              [](const GuestRange& a, const GuestRange& b) { return a.start < b.start; });
+    std::sort(shared.begin(), shared.end(), StartsBefore);
     // Everything around the shared pages is loaded as usual.
     uint64_t done = 0;  // bytes of the segment loaded or shared
     auto load_until = [&](uint64_t until) {

@@ -134,8 +134,7 @@ absl::Status GuestMemory::MapFileCopyOnWrite(GuestAddress addr, uint64_t len, in
     return ErrnoError(absl::StrFormat("mapping guest range %#x+%#x from a file", addr, len));
   }
   file_ranges_.push_back({addr, len});
-  std::sort(file_ranges_.begin(), file_ranges_.end(),
-            [](const GuestRange& a, const GuestRange& b) { return a.start < b.start; });
+  std::sort(file_ranges_.begin(), file_ranges_.end(), StartsBefore);
   return absl::OkStatus();
 }
 

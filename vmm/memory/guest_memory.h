@@ -23,6 +23,9 @@ struct GuestRange {
   uint64_t size;
 };
 
+// Orders ranges by their start address (std::sort).
+inline bool StartsBefore(const GuestRange& a, const GuestRange& b) { return a.start < b.start; }
+
 struct MemoryRegion {
   GuestAddress guest_start;
   uint64_t size;

@@ -8,6 +8,7 @@
 // device over a small memfd serves the queue through the MMIO transport, driven exactly like a
 // guest driver would. Nothing may crash, leak or touch memory outside guest RAM (ASan checks the
 // latter: guest RAM is an mmap, everything else is heap).
+#include <linux/virtio_mmio.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -31,21 +32,6 @@ constexpr uint64_t kLowRamSize = 0x10000;
 constexpr GuestAddress kHighRam = 0x20000;  // a second region behind a hole
 constexpr uint64_t kHighRamSize = 0x1000;
 constexpr uint64_t kDiskSize = 16 * 512;
-
-// Register offsets (<linux/virtio_mmio.h>), spelled out to keep the fuzzer self-contained.
-constexpr uint64_t kDeviceFeaturesSel = 0x14;
-constexpr uint64_t kDriverFeatures = 0x20;
-constexpr uint64_t kDriverFeaturesSel = 0x24;
-constexpr uint64_t kQueueSel = 0x30;
-constexpr uint64_t kQueueNum = 0x38;
-constexpr uint64_t kQueueReady = 0x44;
-constexpr uint64_t kStatus = 0x70;
-constexpr uint64_t kQueueDescLow = 0x80;
-constexpr uint64_t kQueueDescHigh = 0x84;
-constexpr uint64_t kQueueAvailLow = 0x90;
-constexpr uint64_t kQueueAvailHigh = 0x94;
-constexpr uint64_t kQueueUsedLow = 0xa0;
-constexpr uint64_t kQueueUsedHigh = 0xa4;
 
 struct Header {
   uint8_t size_log2;  // queue size 1 << (size_log2 % 9), unless kRawSize
@@ -172,29 +158,29 @@ int FuzzOne(const uint8_t* data, size_t size) {
 
   // The driver's initialization sequence (3.1.1), from a reset.
   MmioTransport& t = *env->transport;
-  Write32(t, kStatus, 0);
-  Write32(t, kStatus, 1);      // ACKNOWLEDGE
-  Write32(t, kStatus, 1 | 2);  // DRIVER
-  Write32(t, kDeviceFeaturesSel, 0);
+  Write32(t, VIRTIO_MMIO_STATUS, 0);
+  Write32(t, VIRTIO_MMIO_STATUS, 1);      // ACKNOWLEDGE
+  Write32(t, VIRTIO_MMIO_STATUS, 1 | 2);  // DRIVER
+  Write32(t, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
   const uint64_t features =
       (uint64_t{1} << 32) |
       ((h.flags & kIndirect) != 0 ? uint64_t{1} << kVirtioRingFIndirectDesc : 0) |
       ((h.flags & kEventIdx) != 0 ? uint64_t{1} << kVirtioRingFEventIdx : 0);
-  Write32(t, kDriverFeaturesSel, 0);
-  Write32(t, kDriverFeatures, static_cast<uint32_t>(features));
-  Write32(t, kDriverFeaturesSel, 1);
-  Write32(t, kDriverFeatures, static_cast<uint32_t>(features >> 32));
-  Write32(t, kStatus, 1 | 2 | 8);  // FEATURES_OK
-  Write32(t, kQueueSel, 0);
-  Write32(t, kQueueNum, queue_size);
-  Write32(t, kQueueDescLow, static_cast<uint32_t>(desc));
-  Write32(t, kQueueDescHigh, static_cast<uint32_t>(desc >> 32));
-  Write32(t, kQueueAvailLow, static_cast<uint32_t>(avail));
-  Write32(t, kQueueAvailHigh, static_cast<uint32_t>(avail >> 32));
-  Write32(t, kQueueUsedLow, static_cast<uint32_t>(used));
-  Write32(t, kQueueUsedHigh, static_cast<uint32_t>(used >> 32));
-  Write32(t, kQueueReady, 1);
-  Write32(t, kStatus, 1 | 2 | 8 | 4);  // DRIVER_OK
+  Write32(t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+  Write32(t, VIRTIO_MMIO_DRIVER_FEATURES, static_cast<uint32_t>(features));
+  Write32(t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+  Write32(t, VIRTIO_MMIO_DRIVER_FEATURES, static_cast<uint32_t>(features >> 32));
+  Write32(t, VIRTIO_MMIO_STATUS, 1 | 2 | 8);  // FEATURES_OK
+  Write32(t, VIRTIO_MMIO_QUEUE_SEL, 0);
+  Write32(t, VIRTIO_MMIO_QUEUE_NUM, queue_size);
+  Write32(t, VIRTIO_MMIO_QUEUE_DESC_LOW, static_cast<uint32_t>(desc));
+  Write32(t, VIRTIO_MMIO_QUEUE_DESC_HIGH, static_cast<uint32_t>(desc >> 32));
+  Write32(t, VIRTIO_MMIO_QUEUE_AVAIL_LOW, static_cast<uint32_t>(avail));
+  Write32(t, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, static_cast<uint32_t>(avail >> 32));
+  Write32(t, VIRTIO_MMIO_QUEUE_USED_LOW, static_cast<uint32_t>(used));
+  Write32(t, VIRTIO_MMIO_QUEUE_USED_HIGH, static_cast<uint32_t>(used >> 32));
+  Write32(t, VIRTIO_MMIO_QUEUE_READY, 1);
+  Write32(t, VIRTIO_MMIO_STATUS, 1 | 2 | 8 | 4);  // DRIVER_OK
 
   for (int i = 0; i <= h.notifies % 4; ++i) {
     if (i > 0) {

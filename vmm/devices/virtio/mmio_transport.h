@@ -76,6 +76,12 @@ class MmioTransport : public BusDevice {
   Queue* ConfigurableQueue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sets DEVICE_NEEDS_RESET and raises a configuration-change interrupt.
   void NeedsReset(absl::Status why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Raises the used-buffer interrupt if queue `index` needs one (Queue::TakeInterruptNeeded,
+  // which must not run on two threads at once). Called after ProcessQueue, and by devices from
+  // their backends' events under their own lock. In a VM both happen on the event loop thread:
+  // every notification of an existing queue arrives through its ioeventfd (KVM matches every
+  // aligned 4-byte write of a queue's index), so a QueueNotify write that reaches Write on a vCPU
+  // thread names no queue.
   void SignalUsed(uint16_t index) ABSL_NO_THREAD_SAFETY_ANALYSIS;
   void RaiseInterrupt(uint32_t bits);
 
