@@ -419,14 +419,14 @@ int main(int argc, char** argv) {
         "hardware KVM)\n",
         rt.name, runs, r.latency_ms, runc.latency_ms, r.latency_ms / runc.latency_ms);
     std::printf(
-        "%s: idle busybox sandbox PSS, alone (shim process tree) %.1f MiB, runc %.1f MiB, ratio "
+        "%s: idle busybox sandbox PSS, alone (shim process tree) %.2f MiB, runc %.2f MiB, ratio "
         "%.1f (goal: kapsel <= 16 MiB)\n",
         rt.name, r.single.PerSandboxMib(), runc.single.PerSandboxMib(),
         r.single.PerSandboxMib() / runc.single.PerSandboxMib());
     if (density > 0) {
       std::printf(
           "%s: idle busybox sandbox PSS at density %d (%d running at once, total / %d: binaries, "
-          "libraries and kernel text shared) %.1f MiB, runc %.1f MiB, ratio %.1f (goal: kapsel <= "
+          "libraries and kernel text shared) %.2f MiB, runc %.2f MiB, ratio %.1f (goal: kapsel <= "
           "16 MiB)\n",
           rt.name, density, density, density, r.density.PerSandboxMib(),
           runc.density.PerSandboxMib(), r.density.PerSandboxMib() / runc.density.PerSandboxMib());
