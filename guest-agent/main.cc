@@ -2,6 +2,7 @@
 // then serves the Agent API (ttrpc) on vsock port 1024 and process stdio on port 1025. With
 // `--listen unix:PATH` it serves on Unix sockets instead (PATH and PATH.stdio), which is how its
 // API is tested outside a VM.
+#include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -74,6 +75,9 @@ int Run(int argc, char** argv) {
     return 2;
   }
 
+  // One malloc arena, as in the shim: glibc would give each of the agent's threads an arena of its
+  // own, each keeping the pages it once used, in every VM. The agent allocates little per request.
+  mallopt(M_ARENA_MAX, 1);
   // Before any thread: SIGCHLD goes to the reaper's signalfd, SIGTERM/SIGINT to a sigwait thread
   // (outside a VM); a closed stdio peer must not kill us.
   ChildReaper::BlockChildSignal();
