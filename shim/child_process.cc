@@ -74,7 +74,7 @@ class ForkThread {
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
     const std::vector<std::string>& argv, const std::string& log_path,
-    const std::vector<int>& inherit_fds) {
+    const std::vector<int>& inherit_fds, int cgroup_procs_fd) {
   if (argv.empty() || argv[0].empty() || argv[0][0] != '/') {
     return absl::InvalidArgumentError("ChildProcess: argv[0] must be an absolute path");
   }
@@ -102,6 +102,11 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(
     dup2(log_fd.get(), 2);
     for (int fd : inherit_fds) {
       if (fd <= 2 || fcntl(fd, F_SETFD, 0) != 0) _exit(127);
+    }
+    if (cgroup_procs_fd >= 0 && write(cgroup_procs_fd, "0", 1) != 1) {
+      static constexpr char kMessage[] = "kapsel: cannot move into the sandbox's cgroup\n";
+      [[maybe_unused]] ssize_t n = write(2, kMessage, sizeof(kMessage) - 1);
+      _exit(127);
     }
     execv(args[0], args.data());
     _exit(127);

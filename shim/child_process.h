@@ -26,10 +26,12 @@ class ChildProcess {
   // shim dies (PR_SET_PDEATHSIG; it is forked on a thread that lives as long as the shim, since
   // the signal follows the thread that forked, not the process: the calling thread may end). The
   // child inherits the descriptors in `inherit_fds` (above 2) under the same numbers; every other
-  // descriptor of the shim is close-on-exec.
+  // descriptor of the shim is close-on-exec. With `cgroup_procs_fd` (a cgroup v2 cgroup.procs open
+  // for writing) the child moves itself into that cgroup before exec; if it cannot, it says so in
+  // the log and exits with 127.
   static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(
       const std::vector<std::string>& argv, const std::string& log_path,
-      const std::vector<int>& inherit_fds = {});
+      const std::vector<int>& inherit_fds = {}, int cgroup_procs_fd = -1);
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
   ~ChildProcess();

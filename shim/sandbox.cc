@@ -45,7 +45,8 @@ SandboxPaths::SandboxPaths(std::string d)
       vmm_log(dir + "/vmm.log"),
       virtiofsd_log(dir + "/virtiofsd.log"),
       vmm_pid(dir + "/vmm.pid"),
-      virtiofsd_pid(dir + "/virtiofsd.pid") {}
+      virtiofsd_pid(dir + "/virtiofsd.pid"),
+      cgroup(dir + "/cgroup") {}
 
 std::string SandboxPaths::agent_endpoint() const {
   return absl::StrCat("hvsock:", vsock, ":", kAgentPort);
@@ -62,12 +63,12 @@ std::string SandboxDir(const Config& config, const std::string& ns, const std::s
 absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Start(
     const Config& config, const VmResources& size, SandboxPaths paths, const std::string& id,
     const std::string& hostname, const std::vector<VmDisk>& disks,
-    std::unique_ptr<PodNetwork> network, VmExitCallback on_exit) {
+    std::unique_ptr<PodNetwork> network, const std::string& cgroups_path, VmExitCallback on_exit) {
   std::unique_ptr<Sandbox> sandbox(new Sandbox(std::move(paths)));
   sandbox->on_exit_ = std::move(on_exit);
   sandbox->has_network_ = network != nullptr && !network->empty();
   sandbox->network_ = std::move(network);
-  absl::Status status = sandbox->Boot(config, size, id, hostname, disks);
+  absl::Status status = sandbox->Boot(config, size, id, hostname, disks, cgroups_path);
   if (!status.ok()) {
     const std::string console = sandbox->ConsoleTail();
     sandbox->Stop();
@@ -80,7 +81,8 @@ absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Start(
 }
 
 absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const std::string& id,
-                           const std::string& hostname, const std::vector<VmDisk>& disks) {
+                           const std::string& hostname, const std::vector<VmDisk>& disks,
+                           const std::string& cgroups_path) {
   if (disks.size() > 26) return absl::InvalidArgumentError("more than 26 disks for one VM");
   RETURN_IF_ERROR(MkdirAll(paths_.shared));
   RETURN_IF_ERROR(MkdirAll(paths_.vm_dir));
@@ -91,10 +93,14 @@ absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const 
     return ErrnoError(absl::StrCat("make ", paths_.shared, " a shared mount"));
   }
 
+  ASSIGN_OR_RETURN(cgroup_, HostCgroup::Create(cgroups_path));
+  const int cgroup_procs = cgroup_ != nullptr ? cgroup_->procs_fd() : -1;
+  if (cgroup_ != nullptr) RETURN_IF_ERROR(WriteFile(paths_.cgroup, cgroup_->dir()));
+
   // virtiofsd and kapsel-vmm start together: virtiofsd's socket accepts from the start, and
   // kapsel-vmm's first vhost-user request waits for its answer.
-  ASSIGN_OR_RETURN(virtiofsd_,
-                   StartVirtiofsd(config, paths_.shared, paths_.fs_socket, paths_.virtiofsd_log));
+  ASSIGN_OR_RETURN(virtiofsd_, StartVirtiofsd(config, paths_.shared, paths_.fs_socket,
+                                              paths_.virtiofsd_log, cgroup_procs));
   RETURN_IF_ERROR(WriteFile(paths_.virtiofsd_pid, absl::StrCat(virtiofsd_->pid())));
 
   // The agent's root image (persistent memory, DAX), or else its initramfs.
@@ -133,7 +139,7 @@ absl::Status Sandbox::Boot(const Config& config, const VmResources& size, const 
     argv.push_back("--cmdline");
     argv.push_back(config.kernel_cmdline);
   }
-  ASSIGN_OR_RETURN(vmm_, ChildProcess::Spawn(argv, paths_.vmm_log, inherit_fds));
+  ASSIGN_OR_RETURN(vmm_, ChildProcess::Spawn(argv, paths_.vmm_log, inherit_fds, cgroup_procs));
   RETURN_IF_ERROR(WriteFile(paths_.vmm_pid, absl::StrCat(vmm_->pid())));
   LogInfo("sandbox ", id, ": kapsel-vmm pid ", vmm_->pid(), " (", size.ToString(),
           "), virtiofsd pid ", virtiofsd_->pid());
@@ -243,6 +249,7 @@ void Sandbox::Stop() {
   vmm_.reset();
   virtiofsd_.reset();
   network_.reset();  // after kapsel-vmm: its taps are gone with it
+  cgroup_.reset();   // after kapsel-vmm and virtiofsd: empty, it can go
   if (absl::Status s = RemoveSandboxDir(paths_.dir); !s.ok()) {
     LogWarn("sandbox cleanup: ", s.ToString());
   }
@@ -275,7 +282,13 @@ absl::Status CleanUpSandboxDir(const std::string& dir) {
       absl::SleepFor(absl::Milliseconds(10));
     }
   }
-  return RemoveSandboxDir(dir);
+  absl::Status status;
+  std::string cgroup;
+  if (std::ifstream in(paths.cgroup); std::getline(in, cgroup) && !cgroup.empty()) {
+    status = HostCgroup::Remove(cgroup);
+  }
+  status.Update(RemoveSandboxDir(dir));
+  return status;
 }
 
 }  // namespace kapsel::shim

@@ -20,6 +20,7 @@
 #include "google/protobuf/message.h"
 #include "shim/child_process.h"
 #include "shim/config.h"
+#include "shim/host_cgroup.h"
 #include "shim/pod_network.h"
 #include "shim/vm_resources.h"
 
@@ -41,6 +42,7 @@ struct SandboxPaths {
   std::string virtiofsd_log;
   std::string vmm_pid;  // pid files for `delete`
   std::string virtiofsd_pid;
+  std::string cgroup;  // the host cgroup's directory, if the sandbox has one (HostCgroup)
   std::string agent_endpoint() const;  // "hvsock:<vsock>:1024"
 };
 
@@ -64,11 +66,12 @@ class Sandbox {
   // `network` (null or empty: no network device) and waits (up to config.boot_timeout) for the
   // agent; then CreateSandbox with `hostname` and the network's interfaces and routes. The
   // sandbox owns the network and detaches it when it stops. On error everything started is
-  // stopped and removed; the message carries the end of the guest console.
+  // stopped and removed; the message carries the end of the guest console. kapsel-vmm and
+  // virtiofsd run in the host cgroup `cgroups_path` names (HostCgroup; empty: the shim's).
   static absl::StatusOr<std::unique_ptr<Sandbox>> Start(
       const Config& config, const VmResources& size, SandboxPaths paths, const std::string& id,
       const std::string& hostname, const std::vector<VmDisk>& disks,
-      std::unique_ptr<PodNetwork> network, VmExitCallback on_exit);
+      std::unique_ptr<PodNetwork> network, const std::string& cgroups_path, VmExitCallback on_exit);
   Sandbox(const Sandbox&) = delete;
   Sandbox& operator=(const Sandbox&) = delete;
   ~Sandbox();  // Stop()
@@ -93,10 +96,12 @@ class Sandbox {
  private:
   explicit Sandbox(SandboxPaths paths) : paths_(std::move(paths)) {}
   absl::Status Boot(const Config& config, const VmResources& size, const std::string& id,
-                    const std::string& hostname, const std::vector<VmDisk>& disks);
+                    const std::string& hostname, const std::vector<VmDisk>& disks,
+                    const std::string& cgroups_path);
 
   const SandboxPaths paths_;
   std::unique_ptr<PodNetwork> network_;  // may be null; reset by Stop
+  std::unique_ptr<HostCgroup> cgroup_;   // may be null; reset by Stop, after its processes
   bool has_network_ = false;             // set once, before the sandbox is shared
   std::unique_ptr<ChildProcess> virtiofsd_;
   std::unique_ptr<ChildProcess> vmm_;

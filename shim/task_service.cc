@@ -173,7 +173,7 @@ absl::Status TaskService::EnsureSandbox(const oci::v1::Spec& spec, const std::ve
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Sandbox> sandbox,
                    Sandbox::Start(config_, *size, SandboxPaths(dir), identity_.sandbox_id, hostname,
-                                  disks, std::move(network),
+                                  disks, std::move(network), spec.linux().cgroups_path(),
                                   [](int code) { LogInfo("sandbox VM stopped: status ", code); }));
   {
     absl::MutexLock lock(&mu_);

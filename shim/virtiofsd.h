@@ -16,11 +16,12 @@ namespace kapsel::shim {
 // the socket itself and hands it over (virtiofsd --fd), so it accepts connections from the moment
 // this returns: kapsel-vmm can start at once, and its connection waits until virtiofsd answers.
 // The shim keeps no copy of the socket: if virtiofsd dies, connecting fails or the connection
-// closes.
+// closes. `cgroup_procs_fd`: as for ChildProcess::Spawn.
 absl::StatusOr<std::unique_ptr<ChildProcess>> StartVirtiofsd(const Config& config,
                                                              const std::string& shared_dir,
                                                              const std::string& socket_path,
-                                                             const std::string& log_path);
+                                                             const std::string& log_path,
+                                                             int cgroup_procs_fd = -1);
 
 }  // namespace kapsel::shim
 

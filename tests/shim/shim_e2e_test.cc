@@ -257,6 +257,48 @@ TEST(ShimKapselOnly, VmmIsJailed) {
   testing::ExpectNothingLeft("kapsel");
 }
 
+TEST(ShimKapselOnly, VmRunsInTheContainersCgroup) {
+  // kapsel-vmm and virtiofsd start in the host cgroup the spec names (ctr --cgroup), where runc
+  // puts the container, so the guest's memory is charged there; the cgroup goes with the task.
+  ProcessResult r = Sh(absl::StrCat(
+      "ctr run -d --runtime ", kKapselRuntime, " --cgroup /kapsel-e2e/cg ", kImage,
+      " cg sleep 1000 >/dev/null && sleep 2; ",
+      "for p in $(pgrep -f '[k]apsel-vmm.*/cg/') $(pgrep -f '[v]irtiofsd.*/cg/'); do ",
+      "echo \"$(cat /proc/$p/comm) $(grep 0:: /proc/$p/cgroup)\"; done; ",
+      "echo \"memory.current $(cat /sys/fs/cgroup/kapsel-e2e/cg/memory.current)\"; ",
+      "ctr task kill -s KILL cg; sleep 1; ctr task delete cg >/dev/null; ctr container delete cg; ",
+      "[ -e /sys/fs/cgroup/kapsel-e2e/cg ] && echo cgroup left || echo cgroup gone; ",
+      "rmdir /sys/fs/cgroup/kapsel-e2e"));
+  EXPECT_THAT(r.out, HasSubstr("kapsel-vmm 0::/kapsel-e2e/cg\n")) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("virtiofsd 0::/kapsel-e2e/cg\n")) << Describe(r);
+  EXPECT_THAT(r.out, HasSubstr("cgroup gone\n")) << Describe(r);
+  int64_t bytes = 0;
+  const size_t at = r.out.find("memory.current ");
+  ASSERT_NE(at, std::string::npos) << Describe(r);
+  std::string value = r.out.substr(at + 15);
+  value = value.substr(0, value.find('\n'));
+  ASSERT_TRUE(absl::SimpleAtoi(value, &bytes)) << Describe(r);
+  EXPECT_GT(bytes, 8 << 20) << "the guest's memory should be charged to the cgroup: " << r.out;
+  testing::ExpectNothingLeft("kapsel");
+}
+
+TEST(ShimKapselOnly, KilledShimLeavesNothingBehind) {
+  // A shim killed with SIGKILL: kapsel-vmm and virtiofsd die with it (PR_SET_PDEATHSIG), and
+  // containerd's `delete` of the dead shim removes the rest, the sandbox's cgroup included.
+  ProcessResult r = Sh(absl::StrCat(
+      "ctr run -d --runtime ", kKapselRuntime, " --cgroup /kapsel-e2e/dead ", kImage,
+      " dead sleep 1000 >/dev/null && sleep 2; ",
+      "pkill -KILL -f '[c]ontainerd-shim-kapsel-v2.* -id dead'; ",
+      "for i in $(seq 100); do ctr task ls | grep -q 'dead.*RUNNING' || break; sleep 0.2; done; ",
+      "ctr task ls | grep dead; ctr task delete dead >/dev/null 2>&1; ctr container delete dead; ",
+      "for i in $(seq 50); do [ -e /sys/fs/cgroup/kapsel-e2e/dead ] || break; sleep 0.2; done; ",
+      "[ -e /sys/fs/cgroup/kapsel-e2e/dead ] && echo cgroup left || echo cgroup gone; ",
+      "rmdir /sys/fs/cgroup/kapsel-e2e"));
+  EXPECT_THAT(r.out, HasSubstr("cgroup gone\n")) << Describe(r);
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("RUNNING"))) << Describe(r);
+  testing::ExpectNothingLeft("kapsel");
+}
+
 TEST(ShimKapselOnly, KilledVmmBecomesAnExit) {
   ProcessResult r = Sh(absl::StrCat(
       "(ctr run --rm --runtime ", kKapselRuntime, " ", kImage,
