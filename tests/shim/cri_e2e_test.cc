@@ -54,20 +54,24 @@ class CriE2eTest : public ::testing::TestWithParam<const char*> {
 
   // Writes the config of a pod whose pid and ipc namespaces are shared by its containers, on the
   // node's network (`network` "NODE") or the pod's own (CNI, "POD"), with `annotations` (a JSON
-  // object's members, e.g. R"("a":"b")"); returns the file.
+  // object's members, e.g. R"("a":"b")") and, unless empty, the cgroup parent kubelet would name;
+  // returns the file.
   std::string WritePodConfig(const std::string& name, const std::string& network,
-                             const std::string& annotations) {
+                             const std::string& annotations,
+                             const std::string& cgroup_parent = "") {
     const std::string config = absl::StrCat(dir_, "/", name, ".json");
     WriteFile(
         config,
-        absl::StrCat(R"({"metadata":{"name":")", name, R"(","uid":")", name,
-                     R"(-uid","namespace":"default"},)",
-                     // A hostname needs the pod's own UTS namespace, which a pod
-                     // on the node's network does not get.
-                     network == "POD" ? absl::StrCat(R"("hostname":")", name, R"(-host",)") : "",
-                     R"("logDirectory":")", dir_, R"(/logs","annotations":{)", annotations,
-                     R"(},"linux":{"securityContext":{"namespaceOptions":)", PodNamespaces(network),
-                     "}}}"));
+        absl::StrCat(
+            R"({"metadata":{"name":")", name, R"(","uid":")", name,
+            R"(-uid","namespace":"default"},)",
+            // A hostname needs the pod's own UTS namespace, which a pod
+            // on the node's network does not get.
+            network == "POD" ? absl::StrCat(R"("hostname":")", name, R"(-host",)") : "",
+            R"("logDirectory":")", dir_, R"(/logs","annotations":{)", annotations, R"(},"linux":{)",
+            cgroup_parent.empty() ? ""
+                                  : absl::StrCat(R"("cgroupParent":")", cgroup_parent, R"(",)"),
+            R"("securityContext":{"namespaceOptions":)", PodNamespaces(network), "}}}"));
     return config;
   }
   static std::string PodNamespaces(const std::string& network) {
@@ -76,8 +80,8 @@ class CriE2eTest : public ::testing::TestWithParam<const char*> {
 
   // Runs a pod (WritePodConfig). Returns the pod sandbox id ("" after a test failure).
   std::string RunPod(const std::string& name, const std::string& network = "NODE",
-                     const std::string& annotations = "") {
-    const std::string config = WritePodConfig(name, network, annotations);
+                     const std::string& annotations = "", const std::string& cgroup_parent = "") {
+    const std::string config = WritePodConfig(name, network, annotations, cgroup_parent);
     const std::string namespaces = PodNamespaces(network);
     ProcessResult r = Sh(absl::StrCat(kCri, " runp ", config, " ", GetParam()), absl::Seconds(300));
     EXPECT_EQ(r.exit_code, 0) << "runp " << name << ": " << Describe(r);
@@ -307,6 +311,39 @@ TEST_P(CriE2eTest, PodAnnotationsSizeTheVm) {
   ProcessResult cpus = Exec(c, "nproc; grep -c ^processor /proc/cpuinfo");
   EXPECT_EQ(cpus.exit_code, 0) << Describe(cpus);
   EXPECT_EQ(cpus.out, "2\n2\n") << Describe(cpus);
+}
+
+TEST_P(CriE2eTest, PodRunsInItsCgroup) {
+  // kubelet names the pod's cgroup (cgroupfs driver: /kubepods/<qos>/pod<uid>); containerd puts
+  // the sandbox at <parent>/<pod id>, where runc runs the pause process and kapsel the VM
+  // (kapsel-vmm and virtiofsd): the pod's cgroup accounts for the VM. It goes with the pod.
+  const std::string parent = "/kapsel-e2e-pods/pod-cg";
+  const std::string pod = RunPod("cgpod", "NODE", "", parent);
+  ASSERT_FALSE(pod.empty());
+  const std::string c = RunContainer(pod, "app", "exec sleep 1000");
+  ASSERT_FALSE(c.empty());
+  const std::string sandbox_cgroup = absl::StrCat(parent, "/", pod);
+  ProcessResult r = Sh(absl::StrCat(
+      "for p in ",
+      kapsel() ? absl::StrCat("$(pgrep -f '[k]apsel-vmm.*/", pod, "/')")
+               : absl::StrCat("$(ctr -n k8s.io task ls | awk '$1 == \"", pod, "\" {print $2}')"),
+      "; do ", "grep 0:: /proc/$p/cgroup; done | sort -u; ",
+      "echo \"memory.current $(cat /sys/fs/cgroup", sandbox_cgroup, "/memory.current)\""));
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("0::", sandbox_cgroup, "\n"))) << Describe(r);
+  const size_t at = r.out.find("memory.current ");
+  int64_t bytes = 0;
+  ASSERT_NE(at, std::string::npos) << Describe(r);
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(r.out.substr(at + 15)), &bytes))
+      << Describe(r);
+  if (kapsel()) {
+    EXPECT_GT(bytes, 8 << 20) << "the VM's memory is charged to the pod: " << r.out;
+  }
+  ProcessResult removed =
+      Sh(absl::StrCat(kCri, " stopp ", pod, " && ", kCri, " rmp ", pod, " && [ ! -e /sys/fs/cgroup",
+                      sandbox_cgroup, " ] && echo gone; rmdir /sys/fs/cgroup", parent,
+                      " /sys/fs/cgroup/kapsel-e2e-pods 2>/dev/null"));
+  pods_.clear();
+  EXPECT_EQ(removed.out, "gone\n") << Describe(removed);
 }
 
 TEST_P(CriE2eTest, BadSizeAnnotationFailsThePod) {
