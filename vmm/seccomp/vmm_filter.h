@@ -11,9 +11,11 @@ namespace kapsel::vmm {
 
 // Installs the allowlist on every thread of the calling process (SECCOMP_FILTER_FLAG_TSYNC) and,
 // through inheritance, on every thread created later. Sets no_new_privs. A system call outside the
-// list kills the whole process with SIGSYS. Call it after the VM is wired (every file, device,
-// socket and memory mapping the build needs exists) and before the guest runs: from then on the
-// process cannot open files or create anything but Unix sockets, eventfds, timerfds and threads.
+// list is not made: the process writes "kapsel-vmm: system call N (at 0xADDR) is not allowed by
+// the seccomp filter" to stderr and ends with SIGSYS (its handler for SIGSYS is replaced). Call it
+// after the VM is wired (every file, device, socket and memory mapping the build needs exists) and
+// before the guest runs: from then on the process cannot open files or create anything but Unix
+// sockets, eventfds, timerfds and threads.
 absl::Status InstallVmmSeccompFilter();
 
 // Runs the lazy one-time initializations that would otherwise read files (/sys) from a running

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <csignal>
 #include <functional>
+#include <string>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -99,6 +100,31 @@ TEST(VmmSeccompFilter, ForbiddenCallsKillTheProcess) {
     const int status = RunFiltered(call);
     EXPECT_TRUE(KilledBySigsys(status)) << name << ": wait status " << status;
   }
+}
+
+TEST(VmmSeccompFilter, ARefusedCallIsNamedOnStderr) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], STDERR_FILENO);
+    if (!InstallVmmSeccompFilter().ok()) ExitChild(kInstallFailed);
+    syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);
+    ExitChild(kBodyFailed);
+  }
+  close(fds[1]);
+  std::string err;
+  char buf[256];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof(buf))) > 0) err.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(KilledBySigsys(status)) << "wait status " << status;
+  const std::string want = "kapsel-vmm: system call " + std::to_string(SYS_socket) + " (at 0x";
+  EXPECT_EQ(err.rfind(want, 0), 0u) << err;
+  EXPECT_NE(err.find(") is not allowed by the seccomp filter: stopping\n"), std::string::npos)
+      << err;
 }
 
 TEST(VmmSeccompFilter, Clone3AnswersEnosys) {
