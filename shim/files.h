@@ -12,6 +12,10 @@ namespace kapsel::shim {
 // Replaces `path` with `text`; the error names the file.
 absl::Status WriteFile(const std::string& path, const std::string& text);
 
+// The whole of `path` ("" when it cannot be read): small state and control files (cgroupfs,
+// /proc), whose size stat does not tell.
+std::string ReadFile(const std::string& path);
+
 // The last `max_bytes` of `path` ("" when it cannot be read).
 std::string ReadTail(const std::string& path, size_t max_bytes);
 

@@ -8,26 +8,19 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "shim/files.h"
 #include "shim/log.h"
 
 namespace kapsel::shim {
 namespace {
 
 constexpr const char* kControllers[] = {"cpu", "io", "memory", "pids"};
-
-std::string ReadSmallFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 absl::Status WriteControl(const std::string& path, absl::string_view text) {
   UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
@@ -85,8 +78,8 @@ absl::StatusOr<std::unique_ptr<HostCgroup>> HostCgroup::Create(absl::string_view
   std::string dir = root;
   for (const auto& part : relative) {
     if (part.empty()) continue;  // the end of a path with a trailing '/'
-    const std::string available = ReadSmallFile(dir + "/cgroup.controllers");
-    const std::string enabled = ReadSmallFile(dir + "/cgroup.subtree_control");
+    const std::string available = ReadFile(dir + "/cgroup.controllers");
+    const std::string enabled = ReadFile(dir + "/cgroup.subtree_control");
     for (const char* controller : kControllers) {
       if (!HasWord(available, controller) || HasWord(enabled, controller)) continue;
       // Refused where the level has processes of its own (v2's no-internal-processes rule): the
@@ -113,11 +106,14 @@ HostCgroup::~HostCgroup() {
 
 absl::Status HostCgroup::Remove(const std::string& dir) {
   if (access(dir.c_str(), F_OK) != 0) return absl::OkStatus();
+  auto populated = [&dir] {
+    return ReadFile(dir + "/cgroup.events").find("populated 1") != std::string::npos;
+  };
   // Normally empty by now (the shim reaped what it started); a leftover of a dead shim is not.
-  if (ReadSmallFile(dir + "/cgroup.events").find("populated 1") != std::string::npos) {
+  if (populated()) {
     RETURN_IF_ERROR(WriteControl(dir + "/cgroup.kill", "1"));
     const absl::Time deadline = absl::Now() + absl::Seconds(5);
-    while (ReadSmallFile(dir + "/cgroup.events").find("populated 1") != std::string::npos) {
+    while (populated()) {
       if (absl::Now() > deadline) {
         return absl::DeadlineExceededError(
             absl::StrCat("the processes in ", dir, " did not end within 5 s of cgroup.kill"));

@@ -6,7 +6,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -267,10 +266,9 @@ absl::Status CleanUpSandboxDir(const std::string& dir) {
     int pid = 0;
     if (!std::getline(in, text) || !absl::SimpleAtoi(text, &pid) || pid <= 1) continue;
     // Only a process still serving this sandbox: its command line names the sandbox directory.
-    std::ifstream cmdline(absl::StrCat("/proc/", pid, "/cmdline"), std::ios::binary);
-    std::stringstream args;
-    args << cmdline.rdbuf();
-    if (args.str().find(dir) == std::string::npos) continue;
+    if (ReadFile(absl::StrCat("/proc/", pid, "/cmdline")).find(dir) == std::string::npos) {
+      continue;
+    }
     LogInfo("cleanup: killing leftover pid ", pid, " of ", dir);
     kill(pid, SIGKILL);
     // Not our child (its shim is gone): wait until it is gone so the mounts can go.
